@@ -433,7 +433,8 @@ impl Chip {
         if offset + data.len() > z.data.len() {
             return Err(Status::BOUNDARY_EXCEEDED);
         }
-        if amount == 0 {
+        // A zero amount is only a pure access-condition change.
+        if amount == 0 && (change.is_none() || !data.is_empty()) {
             return Err(Status::VALUE_OUT_OF_RANGE);
         }
         let new = z.counter.checked_sub(amount).ok_or(Status::COUNTER_LIMIT_EXCEEDED)?;

@@ -379,6 +379,7 @@ impl<T: Transport> Driver<T> {
     /// Opens a host session: reads the MAC counter and the command table;
     /// from now on commands are MAC'd (and encrypted where required).
     pub fn open_session(&mut self, keys: HostKeys) -> Result<(), DriverError> {
+        self.session = None;
         let slot = self.host_key_slot()?;
         if !slot.present {
             return Err(DriverError::InvalidArgument("the chip has no host keys: pair first".into()));
