@@ -77,6 +77,7 @@ impl From<WireError> for Status {
             WireError::UnknownCurve { .. } => Status::VALUE_OUT_OF_RANGE,
             WireError::Truncated { .. }
             | WireError::MissingMac { .. }
+            | WireError::MissingExtendedCode
             | WireError::BadLength { .. }
             | WireError::UnsupportedPointFormat { .. }
             | WireError::WrongFieldLength { .. }
@@ -162,6 +163,8 @@ impl Chip {
     pub fn process(&mut self, frame: &[u8]) -> Processed {
         let mut command = None;
         let response = match CommandFrame::decode(frame, self.nvm.personality.max_frame()) {
+            // A frame too short to carry a header and CRC is a broken transfer.
+            Err(WireError::Truncated { .. }) => ResponseFrame::status(Status::COMMUNICATION_ERROR),
             Err(e) => ResponseFrame::status(e.into()),
             Ok(f) => {
                 command = Some((f.header.code, f.header.extended));

@@ -106,7 +106,7 @@ impl CommandFrame {
         let (extended, rest) = if code == CommandCode::EXTENDED {
             match body.get(1) {
                 Some(&e) => (Some(ExtendedCode(e)), &body[2..]),
-                None => return Err(WireError::Truncated { needed: 2 + CRC_LEN, got: bytes.len() }),
+                None => return Err(WireError::MissingExtendedCode),
             }
         } else {
             (None, &body[1..])

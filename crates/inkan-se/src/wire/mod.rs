@@ -47,6 +47,9 @@ pub enum WireError {
         /// Bytes available for payload and MAC.
         got: usize,
     },
+    /// An extended-command prefix (0x1F) with no extended code after it.
+    #[error("extended command prefix without an extended code")]
+    MissingExtendedCode,
     /// A response LEN field below the minimum of 2.
     #[error("response length field {len} is below 2")]
     BadLength {
