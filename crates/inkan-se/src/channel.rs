@@ -3,7 +3,9 @@
 //! encryption, AES-CBC with a derived IV and `0x80` padding. Shared, byte for
 //! byte, by the emulated chip and the host driver.
 
-use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncrypt, BlockEncryptMut, KeyInit, KeyIvInit};
+use aes::cipher::{
+    block_padding::NoPadding, BlockDecryptMut, BlockEncrypt, BlockEncryptMut, KeyInit, KeyIvInit,
+};
 use aes::{Aes128, Aes256};
 use cmac::{Cmac, Mac};
 use subtle::ConstantTimeEq;
@@ -201,9 +203,18 @@ fn truncate(full: [u8; 16]) -> [u8; MAC_LEN] {
 
 /// The C-MAC of a command with counter `n`. `header` holds the header bytes
 /// with their flags; `payload` is the payload as sent (encrypted if it is).
-pub fn c_mac(keys: &HostKeys, width: CounterWidth, n: u32, header: &[u8], payload: &[u8]) -> [u8; MAC_LEN] {
+pub fn c_mac(
+    keys: &HostKeys,
+    width: CounterWidth,
+    n: u32,
+    header: &[u8],
+    payload: &[u8],
+) -> [u8; MAC_LEN] {
     let block = subject_block(width, n, subject::CMAC);
-    truncate(keys.mac.cmac(&[&block, &[0x00], header, &len2(payload.len()), payload]))
+    truncate(
+        keys.mac
+            .cmac(&[&block, &[0x00], header, &len2(payload.len()), payload]),
+    )
 }
 
 /// The R-MAC of a response, with counter `n_plus_1` (the counter after the
@@ -237,12 +248,19 @@ pub fn mac_eq(a: &[u8; MAC_LEN], b: &[u8; MAC_LEN]) -> bool {
 
 /// The IV for payload encryption: AES-ECB(cipher key, block(N+1, subject)).
 pub fn iv(keys: &HostKeys, width: CounterWidth, n_plus_1: u32, subj: u8) -> [u8; 16] {
-    keys.cipher.encrypt_block(&subject_block(width, n_plus_1, subj))
+    keys.cipher
+        .encrypt_block(&subject_block(width, n_plus_1, subj))
 }
 
 /// Encrypts a command or response payload: `0x80` and zero padding to a
 /// whole block (a full extra block if already aligned), AES-CBC.
-pub fn encrypt(keys: &HostKeys, width: CounterWidth, n_plus_1: u32, subj: u8, plaintext: &[u8]) -> Vec<u8> {
+pub fn encrypt(
+    keys: &HostKeys,
+    width: CounterWidth,
+    n_plus_1: u32,
+    subj: u8,
+    plaintext: &[u8],
+) -> Vec<u8> {
     let padded_len = (plaintext.len() / 16 + 1) * 16;
     let mut buf = Vec::with_capacity(padded_len);
     buf.extend_from_slice(plaintext);
@@ -263,12 +281,17 @@ pub fn decrypt(
     ciphertext: &[u8],
 ) -> Result<Vec<u8>, ChannelError> {
     if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(16) {
-        return Err(ChannelError::NotBlockAligned { len: ciphertext.len() });
+        return Err(ChannelError::NotBlockAligned {
+            len: ciphertext.len(),
+        });
     }
     let mut buf = ciphertext.to_vec();
     let iv = iv(keys, width, n_plus_1, subj);
     keys.cipher.cbc_decrypt(&iv, &mut buf)?;
-    let end = buf.iter().rposition(|&b| b != 0).ok_or(ChannelError::BadPadding)?;
+    let end = buf
+        .iter()
+        .rposition(|&b| b != 0)
+        .ok_or(ChannelError::BadPadding)?;
     if buf[end] != 0x80 || buf.len() - end > 16 {
         buf.zeroize();
         return Err(ChannelError::BadPadding);

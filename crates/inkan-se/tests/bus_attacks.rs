@@ -1,11 +1,19 @@
 //! Attacks on the bus between host and chip. Each asserts the specific way
 //! the attack fails.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
 use inkan_se::chip::InProcess;
 use inkan_se::transport::{BusError, Transport};
 use inkan_se::wire::codes::command_ac;
 use inkan_se::wire::crc::{crc16, crc16_parts};
-use inkan_se::{AesKey, Chip, CommandCode, Curve, Driver, DriverError, HostKeys, Personality, Status};
+use inkan_se::{
+    AesKey, Chip, CommandCode, Curve, Driver, DriverError, HostKeys, Personality, Status,
+};
 use std::sync::{Arc, Mutex};
 
 /// A man in the middle on the bus: records every command, and can alter the
@@ -52,16 +60,23 @@ impl Transport for Tap {
 }
 
 fn keys() -> HostKeys {
-    HostKeys { mac: AesKey::Aes256([0x31; 32]), cipher: AesKey::Aes256([0x32; 32]) }
+    HostKeys {
+        mac: AesKey::Aes256([0x31; 32]),
+        cipher: AesKey::Aes256([0x32; 32]),
+    }
 }
 
 fn setup() -> (Driver<Tap>, Arc<Mutex<Mitm>>) {
     let mitm = Arc::new(Mutex::new(Mitm::default()));
-    let tap = Tap { inner: InProcess::new(Chip::new(Personality::A120, [3; 9])), mitm: mitm.clone() };
+    let tap = Tap {
+        inner: InProcess::new(Chip::new(Personality::A120, [3; 9])),
+        mitm: mitm.clone(),
+    };
     let mut d = Driver::new(tap).unwrap();
     d.pair_host_keys(&keys()).unwrap();
     d.update_zone(4, 0, b"balance=100").unwrap();
-    d.set_command_ac(CommandCode::UPDATE, None, command_ac::HOST).unwrap();
+    d.set_command_ac(CommandCode::UPDATE, None, command_ac::HOST)
+        .unwrap();
     d.open_session(keys()).unwrap();
     (d, mitm)
 }
@@ -102,7 +117,10 @@ fn tampered_response_is_caught_by_the_driver() {
     let (mut d, mitm) = setup();
     mitm.lock().unwrap().tamper_response = true;
     let err = d.read_zone(4, 0, 11).unwrap_err();
-    assert!(matches!(err, DriverError::ResponseMac(CommandCode::READ)), "{err}");
+    assert!(
+        matches!(err, DriverError::ResponseMac(CommandCode::READ)),
+        "{err}"
+    );
     // The driver resynchronises and carries on.
     assert_eq!(d.read_zone(4, 0, 11).unwrap(), b"balance=100");
 }
@@ -136,14 +154,21 @@ fn no_command_returns_a_private_key() {
     for code in 0u8..0x20 {
         for arg in 0u8..=0xFF {
             let frame = inkan_se::wire::CommandFrame {
-                header: inkan_se::wire::CommandHeader { flags: 0, code: CommandCode(code), extended: (code == 0x1F).then_some(inkan_se::wire::ExtendedCode(arg)) },
+                header: inkan_se::wire::CommandHeader {
+                    flags: 0,
+                    code: CommandCode(code),
+                    extended: (code == 0x1F).then_some(inkan_se::wire::ExtendedCode(arg)),
+                },
                 payload: vec![arg, 0, 0, 0, 0, 0x20],
                 cmac: None,
             }
             .encode();
             t.write(&frame).unwrap();
             let rsp = t.read(760).unwrap();
-            assert!(!rsp.windows(8).any(|w| w == &scalar[..8]), "command 0x{code:02X} arg 0x{arg:02X} leaked key material");
+            assert!(
+                !rsp.windows(8).any(|w| w == &scalar[..8]),
+                "command 0x{code:02X} arg 0x{arg:02X} leaked key material"
+            );
         }
     }
 }

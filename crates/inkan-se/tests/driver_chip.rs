@@ -1,10 +1,19 @@
 //! The driver against the emulated chip, both personalities: every command
 //! family end to end, access conditions, secure channel, life cycle.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
 use inkan_se::chip::{BusyModel, InProcess};
 use inkan_se::driver::key_mode;
 use inkan_se::wire::codes::{command_ac, life_cycle, zone_ac};
-use inkan_se::{AesKey, Chip, CommandCode, Curve, Driver, DriverConfig, DriverError, HostKeys, Personality, Status};
+use inkan_se::{
+    AesKey, Chip, CommandCode, Curve, Driver, DriverConfig, DriverError, HostKeys, Personality,
+    Status,
+};
 use sha2::Digest;
 use std::time::Duration;
 
@@ -16,11 +25,15 @@ fn driver(p: Personality) -> Driver<InProcess> {
 
 fn host_keys(p: Personality) -> HostKeys {
     let n = if p == Personality::A110 { 16 } else { 32 };
-    HostKeys { mac: AesKey::from_slice(&vec![0x11; n]).unwrap(), cipher: AesKey::from_slice(&vec![0x22; n]).unwrap() }
+    HostKeys {
+        mac: AesKey::from_slice(&vec![0x11; n]).unwrap(),
+        cipher: AesKey::from_slice(&vec![0x22; n]).unwrap(),
+    }
 }
 
 fn status(e: DriverError) -> Status {
-    e.status().unwrap_or_else(|| panic!("expected a chip status, got {e}"))
+    e.status()
+        .unwrap_or_else(|| panic!("expected a chip status, got {e}"))
 }
 
 #[test]
@@ -48,7 +61,10 @@ fn echo_random_and_limits() {
         // An echo as large as the frame allows, and one byte more.
         let max = p.max_frame() - 1 - 2 - 4;
         assert_eq!(d.echo(&vec![0x5A; max]).unwrap().len(), max);
-        assert!(matches!(d.echo(&vec![0x5A; p.max_frame()]), Err(DriverError::FrameTooLong { .. })));
+        assert!(matches!(
+            d.echo(&vec![0x5A; p.max_frame()]),
+            Err(DriverError::FrameTooLong { .. })
+        ));
     }
 }
 
@@ -57,7 +73,14 @@ fn sign_verify_ecdh_on_both_curves() {
     for p in BOTH {
         let mut d = driver(p);
         for curve in [Curve::P256, Curve::P384] {
-            let public = d.generate_key(1, curve, 0, key_mode::SIGN_DIGEST | key_mode::KEY_ESTABLISHMENT | key_mode::CHANGE_RIGHT).unwrap();
+            let public = d
+                .generate_key(
+                    1,
+                    curve,
+                    0,
+                    key_mode::SIGN_DIGEST | key_mode::KEY_ESTABLISHMENT | key_mode::CHANGE_RIGHT,
+                )
+                .unwrap();
             assert_eq!(public.len(), 1 + 2 * curve.coordinate_len());
             let digest = sha2::Sha384::digest(b"payload");
             let digest = &digest[..if curve == Curve::P256 { 32 } else { 48 }];
@@ -73,7 +96,10 @@ fn sign_verify_ecdh_on_both_curves() {
             let s2 = d.establish_key(1, curve, &eph).unwrap();
             assert_eq!(*s1, *s2);
             // The ephemeral slot is single use.
-            assert_eq!(status(d.establish_key(0xFF, curve, &public).unwrap_err()), Status::KEY_NOT_FOUND);
+            assert_eq!(
+                status(d.establish_key(0xFF, curve, &public).unwrap_err()),
+                Status::KEY_NOT_FOUND
+            );
         }
     }
 }
@@ -82,10 +108,16 @@ fn sign_verify_ecdh_on_both_curves() {
 fn ephemeral_key_cannot_sign_and_reset_erases_it() {
     let mut d = driver(Personality::A120);
     let _ = d.generate_ephemeral_key(Curve::P256).unwrap();
-    assert_eq!(status(d.sign_with_curve(0xFF, Curve::P256, &[0; 32]).unwrap_err()), Status::WRONG_KEY_USAGE);
+    assert_eq!(
+        status(d.sign_with_curve(0xFF, Curve::P256, &[0; 32]).unwrap_err()),
+        Status::WRONG_KEY_USAGE
+    );
     d.reset().unwrap();
     let peer = d.generate_key(2, Curve::P256, 0, 0).unwrap();
-    assert_eq!(status(d.establish_key(0xFF, Curve::P256, &peer).unwrap_err()), Status::KEY_NOT_FOUND);
+    assert_eq!(
+        status(d.establish_key(0xFF, Curve::P256, &peer).unwrap_err()),
+        Status::KEY_NOT_FOUND
+    );
     // Generate ECDHE also fills the ephemeral slot.
     let e = d.generate_ecdhe(Curve::P256).unwrap();
     let s1 = d.establish_key(0xFF, Curve::P256, &peer).unwrap();
@@ -96,33 +128,73 @@ fn ephemeral_key_cannot_sign_and_reset_erases_it() {
 #[test]
 fn key_usage_limits_and_modes() {
     let mut d = driver(Personality::A120);
-    d.generate_key(1, Curve::P256, 2, key_mode::SIGN_DIGEST).unwrap();
+    d.generate_key(1, Curve::P256, 2, key_mode::SIGN_DIGEST)
+        .unwrap();
     d.sign(1, &[1; 32]).unwrap();
     d.sign(1, &[2; 32]).unwrap();
-    assert_eq!(status(d.sign(1, &[3; 32]).unwrap_err()), Status::KEY_BLOCKED);
+    assert_eq!(
+        status(d.sign(1, &[3; 32]).unwrap_err()),
+        Status::KEY_BLOCKED
+    );
     // Signing-only key: no ECDH.
     let peer = d.generate_key(2, Curve::P256, 0, 0).unwrap();
-    assert_eq!(status(d.establish_key(1, Curve::P256, &peer).unwrap_err()), Status::WRONG_KEY_USAGE);
+    assert_eq!(
+        status(d.establish_key(1, Curve::P256, &peer).unwrap_err()),
+        Status::WRONG_KEY_USAGE
+    );
     // ECDH-only key: no signing.
-    d.generate_key(3, Curve::P256, 0, key_mode::KEY_ESTABLISHMENT).unwrap();
-    assert_eq!(status(d.sign(3, &[1; 32]).unwrap_err()), Status::WRONG_KEY_USAGE);
+    d.generate_key(3, Curve::P256, 0, key_mode::KEY_ESTABLISHMENT)
+        .unwrap();
+    assert_eq!(
+        status(d.sign(3, &[1; 32]).unwrap_err()),
+        Status::WRONG_KEY_USAGE
+    );
     // Mode without change right: cannot be changed by regeneration.
     assert_eq!(
-        status(d.generate_key(3, Curve::P256, 0, key_mode::SIGN_DIGEST).unwrap_err()),
+        status(
+            d.generate_key(3, Curve::P256, 0, key_mode::SIGN_DIGEST)
+                .unwrap_err()
+        ),
         Status::WRONG_MODE_OF_OPERATION
     );
     // A slot fixed for good: Generate Key is never allowed again.
-    d.generate_key(4, Curve::P256, 0, key_mode::SIGN_DIGEST | key_mode::GENERATE_NEVER).unwrap();
+    d.generate_key(
+        4,
+        Curve::P256,
+        0,
+        key_mode::SIGN_DIGEST | key_mode::GENERATE_NEVER,
+    )
+    .unwrap();
     assert_eq!(
-        status(d.generate_key(4, Curve::P256, 0, key_mode::SIGN_DIGEST | key_mode::GENERATE_NEVER).unwrap_err()),
+        status(
+            d.generate_key(
+                4,
+                Curve::P256,
+                0,
+                key_mode::SIGN_DIGEST | key_mode::GENERATE_NEVER
+            )
+            .unwrap_err()
+        ),
         Status::COMMAND_NOT_AUTHORIZED
     );
     // Empty slot, unknown slot, wrong digest size.
-    assert_eq!(status(d.sign_with_curve(0, Curve::P256, &[1; 32]).unwrap_err()), Status::KEY_NOT_FOUND);
-    assert_eq!(status(d.generate_key(9, Curve::P256, 0, 0).unwrap_err()), Status::VALUE_OUT_OF_RANGE);
-    assert_eq!(status(d.sign(2, &[1; 31]).unwrap_err()), Status::INCONSISTENT_COMMAND_DATA);
+    assert_eq!(
+        status(d.sign_with_curve(0, Curve::P256, &[1; 32]).unwrap_err()),
+        Status::KEY_NOT_FOUND
+    );
+    assert_eq!(
+        status(d.generate_key(9, Curve::P256, 0, 0).unwrap_err()),
+        Status::VALUE_OUT_OF_RANGE
+    );
+    assert_eq!(
+        status(d.sign(2, &[1; 31]).unwrap_err()),
+        Status::INCONSISTENT_COMMAND_DATA
+    );
     // Unsupported curve.
-    assert_eq!(status(d.generate_key(2, Curve::BrainpoolP256, 0, 0).unwrap_err()), Status::WRONG_KEY_TYPE);
+    assert_eq!(
+        status(d.generate_key(2, Curve::BrainpoolP256, 0, 0).unwrap_err()),
+        Status::WRONG_KEY_TYPE
+    );
 }
 
 #[test]
@@ -138,10 +210,22 @@ fn zones_read_update_chunked_and_bounded() {
         assert_eq!(d.read_zone(0, 100, 10).unwrap(), &data[100..110]);
         let mut p = vec![0x00, 0x00];
         p.extend_from_slice(&(z0 as u16 - 4).to_be_bytes());
-        assert_eq!(status(d.update_zone(0, z0 as u16 - 4, &[0; 5]).unwrap_err()), Status::BOUNDARY_EXCEEDED);
-        assert_eq!(status(d.read_zone(0, z0 as u16, 1).unwrap_err()), Status::BOUNDARY_EXCEEDED);
-        assert_eq!(status(d.read_zone(42, 0, 1).unwrap_err()), Status::ENTRY_NOT_FOUND);
-        assert_eq!(status(d.update_zone(5, 0, &[1]).unwrap_err()), Status::WRONG_ZONE_TYPE);
+        assert_eq!(
+            status(d.update_zone(0, z0 as u16 - 4, &[0; 5]).unwrap_err()),
+            Status::BOUNDARY_EXCEEDED
+        );
+        assert_eq!(
+            status(d.read_zone(0, z0 as u16, 1).unwrap_err()),
+            Status::BOUNDARY_EXCEEDED
+        );
+        assert_eq!(
+            status(d.read_zone(42, 0, 1).unwrap_err()),
+            Status::ENTRY_NOT_FOUND
+        );
+        assert_eq!(
+            status(d.update_zone(5, 0, &[1]).unwrap_err()),
+            Status::WRONG_ZONE_TYPE
+        );
     }
 }
 
@@ -153,11 +237,20 @@ fn counters_only_go_down() {
     assert_eq!(d.decrement(5, 10, 0, b"v10").unwrap(), 0xFFFF_FFF5);
     let (c, data) = d.read_counter(5, 0, 3).unwrap();
     assert_eq!((c, data.as_slice()), (0xFFFF_FFF5, &b"v10"[..]));
-    assert_eq!(status(d.decrement(5, 0xFFFF_FFF6, 0, &[]).unwrap_err()), Status::COUNTER_LIMIT_EXCEEDED);
+    assert_eq!(
+        status(d.decrement(5, 0xFFFF_FFF6, 0, &[]).unwrap_err()),
+        Status::COUNTER_LIMIT_EXCEEDED
+    );
     assert_eq!(d.read_counter(5, 0, 0).unwrap().0, 0xFFFF_FFF5);
     assert_eq!(d.decrement(5, 0xFFFF_FFF5, 0, &[]).unwrap(), 0);
-    assert_eq!(status(d.decrement(5, 1, 0, &[]).unwrap_err()), Status::COUNTER_LIMIT_EXCEEDED);
-    assert_eq!(status(d.decrement(1, 1, 0, &[]).unwrap_err()), Status::WRONG_ZONE_TYPE);
+    assert_eq!(
+        status(d.decrement(5, 1, 0, &[]).unwrap_err()),
+        Status::COUNTER_LIMIT_EXCEEDED
+    );
+    assert_eq!(
+        status(d.decrement(1, 1, 0, &[]).unwrap_err()),
+        Status::WRONG_ZONE_TYPE
+    );
 }
 
 #[test]
@@ -165,30 +258,59 @@ fn zone_access_conditions_only_tighten() {
     let p = Personality::A120;
     let mut d = driver(p);
     d.pair_host_keys(&host_keys(p)).unwrap();
-    d.set_zone_access(1, Some((zone_ac::HOST, true)), Some((zone_ac::HOST, false))).unwrap();
+    d.set_zone_access(1, Some((zone_ac::HOST, true)), Some((zone_ac::HOST, false)))
+        .unwrap();
     // Without the host MAC the zone is closed.
-    assert_eq!(status(d.read_zone(1, 0, 4).unwrap_err()), Status::ACCESS_CONDITION_NOT_SATISFIED);
-    assert_eq!(status(d.update_zone(1, 0, &[1]).unwrap_err()), Status::ACCESS_CONDITION_NOT_SATISFIED);
+    assert_eq!(
+        status(d.read_zone(1, 0, 4).unwrap_err()),
+        Status::ACCESS_CONDITION_NOT_SATISFIED
+    );
+    assert_eq!(
+        status(d.update_zone(1, 0, &[1]).unwrap_err()),
+        Status::ACCESS_CONDITION_NOT_SATISFIED
+    );
     d.open_session(host_keys(p)).unwrap();
     d.update_zone(1, 0, b"anchor").unwrap();
     assert_eq!(d.read_zone(1, 0, 6).unwrap(), b"anchor");
     // Loosening is refused; the update AC lost its change right.
     assert_eq!(
-        status(d.set_zone_access(1, Some((zone_ac::ALWAYS, true)), None).unwrap_err()),
+        status(
+            d.set_zone_access(1, Some((zone_ac::ALWAYS, true)), None)
+                .unwrap_err()
+        ),
         Status::ACCESS_CONDITION_NOT_SATISFIED
     );
     assert_eq!(
-        status(d.set_zone_access(1, None, Some((zone_ac::NEVER, false))).unwrap_err()),
+        status(
+            d.set_zone_access(1, None, Some((zone_ac::NEVER, false)))
+                .unwrap_err()
+        ),
         Status::ACCESS_CONDITION_NOT_SATISFIED
     );
-    d.set_zone_access(1, Some((zone_ac::NEVER, false)), None).unwrap();
-    assert_eq!(status(d.read_zone(1, 0, 1).unwrap_err()), Status::ACCESS_CONDITION_NOT_SATISFIED);
+    d.set_zone_access(1, Some((zone_ac::NEVER, false)), None)
+        .unwrap();
+    assert_eq!(
+        status(d.read_zone(1, 0, 1).unwrap_err()),
+        Status::ACCESS_CONDITION_NOT_SATISFIED
+    );
     let z = &d.partition().unwrap()[1];
-    assert_eq!((z.read_ac, z.read_ac_change_right, z.update_ac, z.update_ac_change_right), (7, false, 1, false));
+    assert_eq!(
+        (
+            z.read_ac,
+            z.read_ac_change_right,
+            z.update_ac,
+            z.update_ac_change_right
+        ),
+        (7, false, 1, false)
+    );
     // Counter zones tighten through Decrement.
-    d.set_zone_access(5, None, Some((zone_ac::HOST, false))).unwrap();
+    d.set_zone_access(5, None, Some((zone_ac::HOST, false)))
+        .unwrap();
     d.close_session();
-    assert_eq!(status(d.decrement(5, 1, 0, &[]).unwrap_err()), Status::ACCESS_CONDITION_NOT_SATISFIED);
+    assert_eq!(
+        status(d.decrement(5, 1, 0, &[]).unwrap_err()),
+        Status::ACCESS_CONDITION_NOT_SATISFIED
+    );
 }
 
 #[test]
@@ -197,11 +319,18 @@ fn secure_channel_with_encryption_both_personalities() {
         let mut d = driver(p);
         let k = host_keys(p);
         d.pair_host_keys(&k).unwrap();
-        d.set_command_ac(CommandCode::GENERATE_RANDOM, None, command_ac::HOST).unwrap();
-        d.set_command_encryption(CommandCode::GENERATE_RANDOM, None, 0b11).unwrap();
-        d.set_command_ac(CommandCode::WRAP_LOCAL_ENVELOPE, None, command_ac::HOST).unwrap();
-        d.set_command_encryption(CommandCode::WRAP_LOCAL_ENVELOPE, None, 0b11).unwrap();
-        assert_eq!(status(d.random(8).unwrap_err()), Status::ACCESS_CONDITION_NOT_SATISFIED);
+        d.set_command_ac(CommandCode::GENERATE_RANDOM, None, command_ac::HOST)
+            .unwrap();
+        d.set_command_encryption(CommandCode::GENERATE_RANDOM, None, 0b11)
+            .unwrap();
+        d.set_command_ac(CommandCode::WRAP_LOCAL_ENVELOPE, None, command_ac::HOST)
+            .unwrap();
+        d.set_command_encryption(CommandCode::WRAP_LOCAL_ENVELOPE, None, 0b11)
+            .unwrap();
+        assert_eq!(
+            status(d.random(8).unwrap_err()),
+            Status::ACCESS_CONDITION_NOT_SATISFIED
+        );
         d.open_session(k.clone()).unwrap();
         let before = d.host_key_slot().unwrap().counter;
         for _ in 0..3 {
@@ -215,11 +344,17 @@ fn secure_channel_with_encryption_both_personalities() {
         assert_eq!(*d.unwrap(0, &env).unwrap(), secret);
         // Loosening a command's AC or dropping encryption is refused.
         assert_eq!(
-            status(d.set_command_ac(CommandCode::GENERATE_RANDOM, None, command_ac::FREE).unwrap_err()),
+            status(
+                d.set_command_ac(CommandCode::GENERATE_RANDOM, None, command_ac::FREE)
+                    .unwrap_err()
+            ),
             Status::ACCESS_CONDITION_NOT_SATISFIED
         );
         assert_eq!(
-            status(d.set_command_encryption(CommandCode::GENERATE_RANDOM, None, 0).unwrap_err()),
+            status(
+                d.set_command_encryption(CommandCode::GENERATE_RANDOM, None, 0)
+                    .unwrap_err()
+            ),
             Status::ACCESS_CONDITION_NOT_SATISFIED
         );
     }
@@ -230,7 +365,10 @@ fn wrong_host_keys_are_refused_and_driver_resyncs() {
     let p = Personality::A120;
     let mut d = driver(p);
     d.pair_host_keys(&host_keys(p)).unwrap();
-    let wrong = HostKeys { mac: AesKey::Aes256([9; 32]), cipher: AesKey::Aes256([9; 32]) };
+    let wrong = HostKeys {
+        mac: AesKey::Aes256([9; 32]),
+        cipher: AesKey::Aes256([9; 32]),
+    };
     d.open_session(wrong).unwrap();
     assert_eq!(status(d.echo(b"x").unwrap_err()), Status::INVALID_CMAC);
     d.open_session(host_keys(p)).unwrap();
@@ -248,24 +386,39 @@ fn password_lock_and_unlock() {
     let pw = *b"0123456789abcdef";
     d.set_password(&pw).unwrap();
     // Locking needs the verified password.
-    assert_eq!(status(d.lock().unwrap_err()), Status::ACCESS_CONDITION_NOT_SATISFIED);
+    assert_eq!(
+        status(d.lock().unwrap_err()),
+        Status::ACCESS_CONDITION_NOT_SATISFIED
+    );
     assert_eq!(d.verify_password(b"wrong-password!!").unwrap(), (false, 2));
     assert_eq!(d.verify_password(&pw).unwrap(), (true, 3));
     d.set_life_cycle(life_cycle::OPERATIONAL).unwrap();
     d.lock().unwrap();
     assert_eq!(d.life_cycle().unwrap(), life_cycle::OPERATIONAL_LOCKED);
     // Locked: configuration is frozen.
-    assert_eq!(status(d.generate_key(1, Curve::P256, 0, 0).unwrap_err()), Status::INVALID_LIFE_CYCLE_STATE);
     assert_eq!(
-        status(d.set_command_ac(CommandCode::ECHO, None, command_ac::HOST).unwrap_err()),
+        status(d.generate_key(1, Curve::P256, 0, 0).unwrap_err()),
         Status::INVALID_LIFE_CYCLE_STATE
     );
-    assert_eq!(status(d.pair_host_keys(&host_keys(Personality::A110)).unwrap_err()), Status::INVALID_LIFE_CYCLE_STATE);
+    assert_eq!(
+        status(
+            d.set_command_ac(CommandCode::ECHO, None, command_ac::HOST)
+                .unwrap_err()
+        ),
+        Status::INVALID_LIFE_CYCLE_STATE
+    );
+    assert_eq!(
+        status(d.pair_host_keys(&host_keys(Personality::A110)).unwrap_err()),
+        Status::INVALID_LIFE_CYCLE_STATE
+    );
     // Data zones still follow their own access conditions.
     d.update_zone(7, 0, b"ok").unwrap();
     // A reset forgets the password verification; unlocking needs it again.
     d.reset().unwrap();
-    assert_eq!(status(d.unlock().unwrap_err()), Status::ACCESS_CONDITION_NOT_SATISFIED);
+    assert_eq!(
+        status(d.unlock().unwrap_err()),
+        Status::ACCESS_CONDITION_NOT_SATISFIED
+    );
     d.verify_password(&pw).unwrap();
     d.unlock().unwrap();
     assert_eq!(d.life_cycle().unwrap(), life_cycle::OPERATIONAL);
@@ -278,7 +431,10 @@ fn password_blocks_after_three_failures() {
     for left in [2, 1, 0] {
         assert_eq!(d.verify_password(&[0; 16]).unwrap(), (false, left));
     }
-    assert_eq!(status(d.verify_password(&[7; 16]).unwrap_err()), Status::PASSWORD_BLOCKED);
+    assert_eq!(
+        status(d.verify_password(&[7; 16]).unwrap_err()),
+        Status::PASSWORD_BLOCKED
+    );
 }
 
 #[test]
@@ -290,7 +446,10 @@ fn terminated_chip_answers_only_echo_and_query() {
     d.close_session();
     assert_eq!(d.echo(b"still here").unwrap(), b"still here");
     assert_eq!(d.life_cycle().unwrap(), life_cycle::TERMINATED);
-    assert_eq!(status(d.random(4).unwrap_err()), Status::INVALID_LIFE_CYCLE_STATE);
+    assert_eq!(
+        status(d.random(4).unwrap_err()),
+        Status::INVALID_LIFE_CYCLE_STATE
+    );
 }
 
 #[test]
@@ -307,13 +466,22 @@ fn busy_chip_is_polled_and_slow_chip_times_out() {
     let t = InProcess::with_busy(chip, BusyModel::Fixed(Duration::from_millis(300)));
     let mut d = Driver::with_config(
         t,
-        DriverConfig { timeout: Duration::from_millis(50), ..DriverConfig::default() },
+        DriverConfig {
+            timeout: Duration::from_millis(50),
+            ..DriverConfig::default()
+        },
     );
     // Product data query already times out.
     assert!(matches!(d, Err(DriverError::Timeout(_))));
     let chip = Chip::new(Personality::A120, [0; 9]);
     let t = InProcess::with_busy(chip, BusyModel::Fixed(Duration::from_millis(30)));
-    d = Driver::with_config(t, DriverConfig { timeout: Duration::from_millis(500), ..DriverConfig::default() });
+    d = Driver::with_config(
+        t,
+        DriverConfig {
+            timeout: Duration::from_millis(500),
+            ..DriverConfig::default()
+        },
+    );
     assert!(d.unwrap().echo(b"late").is_ok());
 }
 

@@ -6,6 +6,12 @@
 //! Vectors are read from `INKAN_WYCHEPROOF_DIR`, defaulting to the
 //! repository's `vectors/wycheproof`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
 use inkan_se::channel::AesKey;
 use inkan_se::chip::envelope;
 use inkan_se::wire::crc::crc16;
@@ -19,12 +25,15 @@ use std::path::PathBuf;
 fn dir() -> PathBuf {
     std::env::var_os("INKAN_WYCHEPROOF_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../vectors/wycheproof"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../vectors/wycheproof")
+        })
 }
 
 fn load(name: &str) -> Value {
     let p = dir().join(name);
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
     serde_json::from_str(&text).unwrap()
 }
 
@@ -55,7 +64,10 @@ impl Tally {
         if ok {
             self.pass += 1;
         } else {
-            self.fail.push(format!("tcId {} ({result}, flags {})", t["tcId"], t["flags"]));
+            self.fail.push(format!(
+                "tcId {} ({result}, flags {})",
+                t["tcId"], t["flags"]
+            ));
         }
     }
 
@@ -64,7 +76,13 @@ impl Tally {
     }
 
     fn finish(self) {
-        println!("{}: {} pass, {} fail, {} skip", self.name, self.pass, self.fail.len(), self.skip.len());
+        println!(
+            "{}: {} pass, {} fail, {} skip",
+            self.name,
+            self.pass,
+            self.fail.len(),
+            self.skip.len()
+        );
         let mut reasons = std::collections::BTreeMap::<&str, Vec<&str>>::new();
         for s in &self.skip {
             let (id, why) = s.split_once(": ").unwrap_or((s, ""));
@@ -76,7 +94,12 @@ impl Tally {
         for f in &self.fail {
             println!("  FAILED {f}");
         }
-        assert!(self.fail.is_empty(), "{}: {} failures", self.name, self.fail.len());
+        assert!(
+            self.fail.is_empty(),
+            "{}: {} failures",
+            self.name,
+            self.fail.len()
+        );
         assert!(self.pass > 0, "{}: no case ran", self.name);
     }
 }
@@ -114,7 +137,10 @@ fn encode_point(curve: Curve, p: &[u8], out: &mut Vec<u8>) {
 
 fn ecdsa(file: &str, name: &'static str) {
     let doc = load(file);
-    let mut tally = Tally { name, ..Tally::default() };
+    let mut tally = Tally {
+        name,
+        ..Tally::default()
+    };
     let mut chip = Chip::new(Personality::A120, [0; 9]);
     for g in doc["testGroups"].as_array().unwrap() {
         let curve = curve_of(g["publicKey"]["curve"].as_str().unwrap());
@@ -146,17 +172,26 @@ fn ecdsa(file: &str, name: &'static str) {
 
 #[test]
 fn ecdsa_p256_through_verify_signature() {
-    ecdsa("ecdsa_secp256r1_sha256_p1363_test.json", "ECDSA P-256 (chip Verify Signature)");
+    ecdsa(
+        "ecdsa_secp256r1_sha256_p1363_test.json",
+        "ECDSA P-256 (chip Verify Signature)",
+    );
 }
 
 #[test]
 fn ecdsa_p384_through_verify_signature() {
-    ecdsa("ecdsa_secp384r1_sha384_p1363_test.json", "ECDSA P-384 (chip Verify Signature)");
+    ecdsa(
+        "ecdsa_secp384r1_sha384_p1363_test.json",
+        "ECDSA P-384 (chip Verify Signature)",
+    );
 }
 
 fn ecdh(file: &str, name: &'static str) {
     let doc = load(file);
-    let mut tally = Tally { name, ..Tally::default() };
+    let mut tally = Tally {
+        name,
+        ..Tally::default()
+    };
     for g in doc["testGroups"].as_array().unwrap() {
         let curve = curve_of(g["curve"].as_str().unwrap());
         let n = curve.coordinate_len();
@@ -190,18 +225,27 @@ fn ecdh(file: &str, name: &'static str) {
 
 #[test]
 fn ecdh_p256_through_establish_key() {
-    ecdh("ecdh_secp256r1_ecpoint_test.json", "ECDH P-256 (chip Establish Key)");
+    ecdh(
+        "ecdh_secp256r1_ecpoint_test.json",
+        "ECDH P-256 (chip Establish Key)",
+    );
 }
 
 #[test]
 fn ecdh_p384_through_establish_key() {
-    ecdh("ecdh_secp384r1_ecpoint_test.json", "ECDH P-384 (chip Establish Key)");
+    ecdh(
+        "ecdh_secp384r1_ecpoint_test.json",
+        "ECDH P-384 (chip Establish Key)",
+    );
 }
 
 #[test]
 fn aes_cmac_through_the_channel_code() {
     let doc = load("aes_cmac_test.json");
-    let mut tally = Tally { name: "AES-CMAC (host secure channel)", ..Tally::default() };
+    let mut tally = Tally {
+        name: "AES-CMAC (host secure channel)",
+        ..Tally::default()
+    };
     for g in doc["testGroups"].as_array().unwrap() {
         let tag_len = usize::try_from(g["tagSize"].as_u64().unwrap() / 8).unwrap();
         for t in g["tests"].as_array().unwrap() {
@@ -227,7 +271,10 @@ fn aes_cmac_through_the_channel_code() {
 #[test]
 fn aes_kw_through_the_envelope_code() {
     let doc = load("aes_wrap_test.json");
-    let mut tally = Tally { name: "AES-KW (local envelope)", ..Tally::default() };
+    let mut tally = Tally {
+        name: "AES-KW (local envelope)",
+        ..Tally::default()
+    };
     for g in doc["testGroups"].as_array().unwrap() {
         for t in g["tests"].as_array().unwrap() {
             let key_bytes = h(&t["key"]);
@@ -244,7 +291,10 @@ fn aes_kw_through_the_envelope_code() {
             let ct = h(&t["ct"]);
             let unwrapped = envelope::unwrap(&key, &ct).ok().map(|z| z.to_vec());
             let verdict = match &unwrapped {
-                Some(m) if *m == msg => envelope::wrap(&key, &msg).ok().filter(|c| *c == ct).map(|_| m.clone()),
+                Some(m) if *m == msg => envelope::wrap(&key, &msg)
+                    .ok()
+                    .filter(|c| *c == ct)
+                    .map(|_| m.clone()),
                 other => other.clone(),
             };
             tally.judge(t, verdict, Some(&msg));

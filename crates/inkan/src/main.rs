@@ -1,1 +1,58 @@
-fn main() {}
+//! `inkan`: hardware-rooted device identity, from the secure element to the
+//! cloud. See `inkan --help`.
+
+mod alloc;
+mod bench;
+mod demo;
+mod se;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+/// inkan gives every device a hardware-rooted identity and lets a service
+/// trust what the device says.
+///
+/// Start with `inkan demo`: it runs the whole story on this machine.
+#[derive(Parser)]
+#[command(name = "inkan", version, about, long_about = None, after_help = "\
+Examples:
+  inkan demo                                    run everything end to end, in a temporary directory
+  inkan se init --state chip.json --personality a120
+  inkan se serve --state chip.json --listen unix:/tmp/se.sock
+  inkan se --connect unix:/tmp/se.sock query product
+  inkan bench se                                measure the secure element")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole story end to end on embedded defaults (a temporary
+    /// directory, emulated chips), printing what happens at each step.
+    #[command(
+        after_help = "Example:\n  inkan demo\n  inkan demo --keep ./demo-out    keep the chip state and socket for inspection"
+    )]
+    Demo(demo::Args),
+    /// The secure element: run an emulated STSAFE-A chip, or talk to one
+    /// (emulated or real) through the host driver.
+    Se(se::Args),
+    /// Benchmarks, each printed next to a reference measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::Which),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Se(a) => se::run(a),
+        Command::Bench(w) => bench::run(w),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

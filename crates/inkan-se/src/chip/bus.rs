@@ -28,7 +28,12 @@ pub struct ChipBus {
 impl ChipBus {
     /// Puts a chip on the bus.
     pub fn new(chip: Chip, busy: BusyModel) -> ChipBus {
-        ChipBus { chip, busy, busy_until: None, response: None }
+        ChipBus {
+            chip,
+            busy,
+            busy_until: None,
+            response: None,
+        }
     }
 
     /// The chip.
@@ -65,7 +70,9 @@ impl ChipBus {
         let time = match (self.busy, processed.command) {
             (BusyModel::Instant, _) => Duration::ZERO,
             (BusyModel::Fixed(d), _) => d,
-            (BusyModel::Nominal, Some((code, ext))) => self.chip.personality().processing_time(code, ext),
+            (BusyModel::Nominal, Some((code, ext))) => {
+                self.chip.personality().processing_time(code, ext)
+            }
             (BusyModel::Nominal, None) => Duration::from_millis(1),
         };
         self.busy_until = (!time.is_zero()).then(|| Instant::now() + time);
@@ -96,12 +103,16 @@ pub struct InProcess {
 impl InProcess {
     /// A transport over a chip that answers at once.
     pub fn new(chip: Chip) -> InProcess {
-        InProcess { bus: ChipBus::new(chip, BusyModel::Instant) }
+        InProcess {
+            bus: ChipBus::new(chip, BusyModel::Instant),
+        }
     }
 
     /// A transport over a chip with a busy model.
     pub fn with_busy(chip: Chip, busy: BusyModel) -> InProcess {
-        InProcess { bus: ChipBus::new(chip, busy) }
+        InProcess {
+            bus: ChipBus::new(chip, busy),
+        }
     }
 
     /// The bus and chip behind it.

@@ -9,7 +9,9 @@ use super::{Chip, Request};
 use crate::channel::{AesKey, HostKeys};
 use crate::personality::Personality;
 use crate::wire::codes::{command_ac, life_cycle, zone_ac};
-use crate::wire::encoding::{decode_public_key, decode_signature, encode_public_key, encode_signature, put_len};
+use crate::wire::encoding::{
+    decode_public_key, decode_signature, encode_public_key, encode_signature, put_len,
+};
 use crate::wire::{CommandCode, Curve, ExtendedCode, Reader, Status, Tag};
 use subtle::ConstantTimeEq;
 
@@ -92,7 +94,9 @@ impl Chip {
             (CommandCode::EXTENDED, Some(ExtendedCode::WRITE_HOST_KEY_V2_PLAIN)) => {
                 self.write_host_key_v2(&mut r)?
             }
-            (CommandCode::EXTENDED, Some(ExtendedCode::GENERATE_ECDHE)) => self.generate_ecdhe(&mut r)?,
+            (CommandCode::EXTENDED, Some(ExtendedCode::GENERATE_ECDHE)) => {
+                self.generate_ecdhe(&mut r)?
+            }
             _ => return Err(Status::UNSUPPORTED_COMMAND_CODE),
         };
         r.finish()?;
@@ -135,7 +139,9 @@ impl Chip {
                 put_len(&mut out, nvm_size);
             }
             Tag::LIFE_CYCLE_STATE => out.push(nvm.life_cycle),
-            Tag::I2C_PARAMETERS => out.extend_from_slice(&[nvm.i2c_address << 1, u8::from(nvm.locked())]),
+            Tag::I2C_PARAMETERS => {
+                out.extend_from_slice(&[nvm.i2c_address << 1, u8::from(nvm.locked())])
+            }
             Tag::DATA_PARTITION => {
                 out.push(u8::try_from(nvm.zones.len()).unwrap_or(u8::MAX));
                 for z in &nvm.zones {
@@ -179,7 +185,9 @@ impl Chip {
                 out.push(nvm.host.keys.as_ref().map_or(0, |k| k.mac.type_byte()));
                 out.extend_from_slice(&nvm.host.counter.to_be_bytes());
             }
-            Tag::HOST_KEY_PROVISIONING_CONTROL if a120 => out.extend_from_slice(&[nvm.host_provisioning, 0xFF]),
+            Tag::HOST_KEY_PROVISIONING_CONTROL if a120 => {
+                out.extend_from_slice(&[nvm.host_provisioning, 0xFF])
+            }
             Tag::COMMAND_AUTHORIZATION => {
                 out.push(nvm.command_change_right);
                 out.push(u8::try_from(nvm.commands.len()).unwrap_or(u8::MAX));
@@ -207,7 +215,11 @@ impl Chip {
         Ok(out)
     }
 
-    fn put_attribute(&mut self, r: &mut Reader<'_>, authenticated: bool) -> Result<Vec<u8>, Status> {
+    fn put_attribute(
+        &mut self,
+        r: &mut Reader<'_>,
+        authenticated: bool,
+    ) -> Result<Vec<u8>, Status> {
         let tag = Tag(r.u8()?);
         match tag {
             Tag::LIFE_CYCLE_STATE => {
@@ -219,10 +231,14 @@ impl Chip {
                 let pw = r.take(16)?;
                 r.finish()?;
                 self.require_unlocked()?;
-                if self.nvm.password.is_some() && !self.volatile.password_verified && !authenticated {
+                if self.nvm.password.is_some() && !self.volatile.password_verified && !authenticated
+                {
                     return Err(Status::ACCESS_CONDITION_NOT_SATISFIED);
                 }
-                self.nvm.password = Some(super::state::Password { value: pw.to_vec(), tries_left: PASSWORD_TRIES });
+                self.nvm.password = Some(super::state::Password {
+                    value: pw.to_vec(),
+                    tries_left: PASSWORD_TRIES,
+                });
             }
             Tag::I2C_PARAMETERS => {
                 let addr = r.u8()? >> 1;
@@ -243,12 +259,19 @@ impl Chip {
                 if self.nvm.host.keys.is_some() {
                     return Err(Status::ACCESS_CONDITION_NOT_SATISFIED);
                 }
-                self.nvm.host.keys = Some(HostKeys { mac: AesKey::Aes128(mac), cipher: AesKey::Aes128(cipher) });
+                self.nvm.host.keys = Some(HostKeys {
+                    mac: AesKey::Aes128(mac),
+                    cipher: AesKey::Aes128(cipher),
+                });
                 self.nvm.host.counter = 0;
             }
             Tag::COMMAND_AC | Tag::COMMAND_ENCRYPTION => {
                 let code = CommandCode(r.u8()?);
-                let ext = if code == CommandCode::EXTENDED { Some(ExtendedCode(r.u8()?)) } else { None };
+                let ext = if code == CommandCode::EXTENDED {
+                    Some(ExtendedCode(r.u8()?))
+                } else {
+                    None
+                };
                 let value = r.u8()?;
                 r.finish()?;
                 self.require_unlocked()?;
@@ -317,7 +340,11 @@ impl Chip {
         // Locking, unlocking and terminating take the password when one is
         // set, the host C-MAC otherwise.
         if lock_change || new == life_cycle::TERMINATED {
-            let proven = if self.nvm.password.is_some() { self.volatile.password_verified } else { authenticated };
+            let proven = if self.nvm.password.is_some() {
+                self.volatile.password_verified
+            } else {
+                authenticated
+            };
             if !proven {
                 return Err(Status::ACCESS_CONDITION_NOT_SATISFIED);
             }
@@ -335,10 +362,18 @@ impl Chip {
         for_update: bool,
         authenticated: bool,
     ) -> Result<(usize, Option<(u8, bool)>), Status> {
-        let pos = self.nvm.zones.iter().position(|z| z.index == zone).ok_or(Status::ENTRY_NOT_FOUND)?;
+        let pos = self
+            .nvm
+            .zones
+            .iter()
+            .position(|z| z.index == zone)
+            .ok_or(Status::ENTRY_NOT_FOUND)?;
         let z = &self.nvm.zones[pos];
-        let (ac, right) =
-            if for_update { (z.update_ac, z.update_ac_change_right) } else { (z.read_ac, z.read_ac_change_right) };
+        let (ac, right) = if for_update {
+            (z.update_ac, z.update_ac_change_right)
+        } else {
+            (z.read_ac, z.read_ac_change_right)
+        };
         if !zone_ac_satisfied(ac, authenticated) {
             return Err(Status::ACCESS_CONDITION_NOT_SATISFIED);
         }
@@ -437,7 +472,10 @@ impl Chip {
         if amount == 0 && (change.is_none() || !data.is_empty()) {
             return Err(Status::VALUE_OUT_OF_RANGE);
         }
-        let new = z.counter.checked_sub(amount).ok_or(Status::COUNTER_LIMIT_EXCEEDED)?;
+        let new = z
+            .counter
+            .checked_sub(amount)
+            .ok_or(Status::COUNTER_LIMIT_EXCEEDED)?;
         let z = &mut self.nvm.zones[pos];
         z.counter = new;
         z.data[offset..offset + data.len()].copy_from_slice(data);
@@ -469,7 +507,12 @@ impl Chip {
                     return Ok(out);
                 }
                 self.require_unlocked()?;
-                let pos = self.nvm.slots.iter().position(|s| s.index == slot).ok_or(Status::VALUE_OUT_OF_RANGE)?;
+                let pos = self
+                    .nvm
+                    .slots
+                    .iter()
+                    .position(|s| s.index == slot)
+                    .ok_or(Status::VALUE_OUT_OF_RANGE)?;
                 let s = &self.nvm.slots[pos];
                 if s.key.is_some() {
                     match mode::generate_ac(s.mode) {
@@ -539,7 +582,12 @@ impl Chip {
         if slot == EPHEMERAL_SLOT {
             return Err(Status::WRONG_KEY_USAGE);
         }
-        let pos = self.nvm.slots.iter().position(|s| s.index == slot).ok_or(Status::KEY_NOT_FOUND)?;
+        let pos = self
+            .nvm
+            .slots
+            .iter()
+            .position(|s| s.index == slot)
+            .ok_or(Status::KEY_NOT_FOUND)?;
         let s = &self.nvm.slots[pos];
         let key = s.key.as_ref().ok_or(Status::KEY_NOT_FOUND)?;
         if !mode::can_sign(s.mode) {
@@ -581,9 +629,18 @@ impl Chip {
     fn establish_key(&mut self, r: &mut Reader<'_>) -> Result<Vec<u8>, Status> {
         let slot = r.u8()?;
         let key_curve = if slot == EPHEMERAL_SLOT {
-            self.volatile.ephemeral.as_ref().ok_or(Status::KEY_NOT_FOUND)?.curve()
+            self.volatile
+                .ephemeral
+                .as_ref()
+                .ok_or(Status::KEY_NOT_FOUND)?
+                .curve()
         } else {
-            let s = self.nvm.slots.iter().find(|s| s.index == slot).ok_or(Status::KEY_NOT_FOUND)?;
+            let s = self
+                .nvm
+                .slots
+                .iter()
+                .find(|s| s.index == slot)
+                .ok_or(Status::KEY_NOT_FOUND)?;
             if !mode::can_establish(s.mode) {
                 return Err(Status::WRONG_KEY_USAGE);
             }
@@ -593,10 +650,19 @@ impl Chip {
         r.finish()?;
         let secret = if slot == EPHEMERAL_SLOT {
             // Single use: the key is gone whatever the outcome.
-            let key = self.volatile.ephemeral.take().ok_or(Status::KEY_NOT_FOUND)?;
+            let key = self
+                .volatile
+                .ephemeral
+                .take()
+                .ok_or(Status::KEY_NOT_FOUND)?;
             key.ecdh(&point)?
         } else {
-            let pos = self.nvm.slots.iter().position(|s| s.index == slot).ok_or(Status::KEY_NOT_FOUND)?;
+            let pos = self
+                .nvm
+                .slots
+                .iter()
+                .position(|s| s.index == slot)
+                .ok_or(Status::KEY_NOT_FOUND)?;
             let s = &self.nvm.slots[pos];
             if s.usage_limit != 0 && s.used >= s.usage_limit {
                 return Err(Status::KEY_BLOCKED);
@@ -695,7 +761,8 @@ impl Chip {
         if self.nvm.host.keys.is_some() && ctl & provisioning::REPROVISION == 0 {
             return Err(Status::ACCESS_CONDITION_NOT_SATISFIED);
         }
-        let (Some(mac), Some(cipher)) = (AesKey::from_slice(mac), AesKey::from_slice(cipher)) else {
+        let (Some(mac), Some(cipher)) = (AesKey::from_slice(mac), AesKey::from_slice(cipher))
+        else {
             return Err(Status::INCONSISTENT_COMMAND_DATA);
         };
         self.nvm.host.keys = Some(HostKeys { mac, cipher });

@@ -38,5 +38,6 @@ pub fn unwrap(key: &AesKey, envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, Statu
         AesKey::Aes128(k) => aes_kw::KekAes128::from(*k).unwrap_vec(envelope),
         AesKey::Aes256(k) => aes_kw::KekAes256::from(*k).unwrap_vec(envelope),
     };
-    out.map(Zeroizing::new).map_err(|_| Status::INCONSISTENT_COMMAND_DATA)
+    out.map(Zeroizing::new)
+        .map_err(|_| Status::INCONSISTENT_COMMAND_DATA)
 }

@@ -27,8 +27,12 @@ impl PrivateKey {
     /// Generates a fresh key from the OS random source.
     pub fn generate(curve: Curve) -> Result<PrivateKey, Status> {
         match curve {
-            Curve::P256 => Ok(PrivateKey::P256(p256::ecdsa::SigningKey::random(&mut OsRng))),
-            Curve::P384 => Ok(PrivateKey::P384(p384::ecdsa::SigningKey::random(&mut OsRng))),
+            Curve::P256 => Ok(PrivateKey::P256(p256::ecdsa::SigningKey::random(
+                &mut OsRng,
+            ))),
+            Curve::P384 => Ok(PrivateKey::P384(p384::ecdsa::SigningKey::random(
+                &mut OsRng,
+            ))),
             _ => Err(Status::WRONG_KEY_TYPE),
         }
     }
@@ -65,8 +69,16 @@ impl PrivateKey {
     /// The public key as a SEC1 uncompressed point.
     pub fn public_point(&self) -> Vec<u8> {
         match self {
-            PrivateKey::P256(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
-            PrivateKey::P384(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
+            PrivateKey::P256(k) => k
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+            PrivateKey::P384(k) => k
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
         }
     }
 
@@ -75,13 +87,15 @@ impl PrivateKey {
     pub fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, Status> {
         match self {
             PrivateKey::P256(k) => {
-                let sig: p256::ecdsa::Signature =
-                    k.sign_prehash_with_rng(&mut OsRng, digest).map_err(|_| Status::INCONSISTENT_COMMAND_DATA)?;
+                let sig: p256::ecdsa::Signature = k
+                    .sign_prehash_with_rng(&mut OsRng, digest)
+                    .map_err(|_| Status::INCONSISTENT_COMMAND_DATA)?;
                 Ok(sig.to_bytes().to_vec())
             }
             PrivateKey::P384(k) => {
-                let sig: p384::ecdsa::Signature =
-                    k.sign_prehash_with_rng(&mut OsRng, digest).map_err(|_| Status::INCONSISTENT_COMMAND_DATA)?;
+                let sig: p384::ecdsa::Signature = k
+                    .sign_prehash_with_rng(&mut OsRng, digest)
+                    .map_err(|_| Status::INCONSISTENT_COMMAND_DATA)?;
                 Ok(sig.to_bytes().to_vec())
             }
         }
@@ -93,12 +107,14 @@ impl PrivateKey {
     pub fn ecdh(&self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, Status> {
         match self {
             PrivateKey::P256(k) => {
-                let pk = p256::PublicKey::from_sec1_bytes(peer).map_err(|_| Status::INVALID_PUBLIC_KEY)?;
+                let pk = p256::PublicKey::from_sec1_bytes(peer)
+                    .map_err(|_| Status::INVALID_PUBLIC_KEY)?;
                 let s = p256::ecdh::diffie_hellman(k.as_nonzero_scalar(), pk.as_affine());
                 Ok(Zeroizing::new(s.raw_secret_bytes().to_vec()))
             }
             PrivateKey::P384(k) => {
-                let pk = p384::PublicKey::from_sec1_bytes(peer).map_err(|_| Status::INVALID_PUBLIC_KEY)?;
+                let pk = p384::PublicKey::from_sec1_bytes(peer)
+                    .map_err(|_| Status::INVALID_PUBLIC_KEY)?;
                 let s = p384::ecdh::diffie_hellman(k.as_nonzero_scalar(), pk.as_affine());
                 Ok(Zeroizing::new(s.raw_secret_bytes().to_vec()))
             }
@@ -110,16 +126,27 @@ impl PrivateKey {
 /// given as a SEC1 point. `Err(INVALID_PUBLIC_KEY)` when the key is not a
 /// valid point; `Ok(false)` for a signature that does not verify (including
 /// r or s out of range).
-pub fn verify_digest(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> Result<bool, Status> {
+pub fn verify_digest(
+    curve: Curve,
+    point: &[u8],
+    digest: &[u8],
+    sig: &[u8],
+) -> Result<bool, Status> {
     match curve {
         Curve::P256 => {
-            let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|_| Status::INVALID_PUBLIC_KEY)?;
-            let Ok(sig) = p256::ecdsa::Signature::from_slice(sig) else { return Ok(false) };
+            let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                .map_err(|_| Status::INVALID_PUBLIC_KEY)?;
+            let Ok(sig) = p256::ecdsa::Signature::from_slice(sig) else {
+                return Ok(false);
+            };
             Ok(vk.verify_prehash(digest, &sig).is_ok())
         }
         Curve::P384 => {
-            let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|_| Status::INVALID_PUBLIC_KEY)?;
-            let Ok(sig) = p384::ecdsa::Signature::from_slice(sig) else { return Ok(false) };
+            let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                .map_err(|_| Status::INVALID_PUBLIC_KEY)?;
+            let Ok(sig) = p384::ecdsa::Signature::from_slice(sig) else {
+                return Ok(false);
+            };
             Ok(vk.verify_prehash(digest, &sig).is_ok())
         }
         _ => Err(Status::WRONG_KEY_TYPE),

@@ -90,7 +90,12 @@ impl Chip {
     /// A chip that lives in memory only (tests, benchmarks, fleets of
     /// emulated devices in one process).
     pub fn new(personality: Personality, serial: [u8; 9]) -> Chip {
-        Chip { nvm: Nvm::fresh(personality, serial), volatile: Volatile::default(), store: None, dirty: false }
+        Chip {
+            nvm: Nvm::fresh(personality, serial),
+            volatile: Volatile::default(),
+            store: None,
+            dirty: false,
+        }
     }
 
     /// A chip with a random serial number, in memory.
@@ -99,7 +104,11 @@ impl Chip {
     }
 
     /// Creates a new chip whose NVM lives in `path`. Fails if the file exists.
-    pub fn create(path: &Path, personality: Personality, serial: [u8; 9]) -> Result<Chip, PersistError> {
+    pub fn create(
+        path: &Path,
+        personality: Personality,
+        serial: [u8; 9],
+    ) -> Result<Chip, PersistError> {
         if path.exists() {
             return Err(PersistError::AlreadyExists(path.to_path_buf()));
         }
@@ -116,7 +125,12 @@ impl Chip {
     /// Opens a chip from its state file (a power-on: volatile state is empty).
     pub fn open(path: &Path) -> Result<Chip, PersistError> {
         let nvm = persist::load(path)?;
-        Ok(Chip { nvm, volatile: Volatile::default(), store: Some(path.to_path_buf()), dirty: false })
+        Ok(Chip {
+            nvm,
+            volatile: Volatile::default(),
+            store: Some(path.to_path_buf()),
+            dirty: false,
+        })
     }
 
     /// The personality.
@@ -143,12 +157,22 @@ impl Chip {
     /// for slot 0 before the chip ships (not reachable over the wire). Only
     /// possible while the chip is born and unlocked; used by test-vector
     /// harnesses that need a known key behind Establish Key.
-    pub fn manufacture_key(&mut self, slot: u8, curve: crate::wire::Curve, scalar: &[u8]) -> Result<(), Status> {
+    pub fn manufacture_key(
+        &mut self,
+        slot: u8,
+        curve: crate::wire::Curve,
+        scalar: &[u8],
+    ) -> Result<(), Status> {
         if self.nvm.life_cycle != life_cycle::BORN {
             return Err(Status::INVALID_LIFE_CYCLE_STATE);
         }
         let key = PrivateKey::from_scalar(curve, scalar)?;
-        let s = self.nvm.slots.iter_mut().find(|s| s.index == slot).ok_or(Status::VALUE_OUT_OF_RANGE)?;
+        let s = self
+            .nvm
+            .slots
+            .iter_mut()
+            .find(|s| s.index == slot)
+            .ok_or(Status::VALUE_OUT_OF_RANGE)?;
         s.key = Some(key);
         self.dirty = true;
         self.commit().map_err(|_| Status::UNEXPECTED_ERROR)
@@ -175,7 +199,10 @@ impl Chip {
             Ok(()) => response,
             Err(_) => ResponseFrame::status(Status::UNEXPECTED_ERROR),
         };
-        Processed { response: response.encode(), command }
+        Processed {
+            response: response.encode(),
+            command,
+        }
     }
 
     /// Writes the NVM if a command changed it. If the write fails the
@@ -186,7 +213,9 @@ impl Chip {
             return Ok(());
         }
         self.dirty = false;
-        let Some(path) = &self.store else { return Ok(()) };
+        let Some(path) = &self.store else {
+            return Ok(());
+        };
         if let Err(e) = persist::save(path, &self.nvm) {
             if let Ok(nvm) = persist::load(path) {
                 self.nvm = nvm;
@@ -199,7 +228,9 @@ impl Chip {
     fn process_frame(&mut self, f: &CommandFrame) -> ResponseFrame {
         let hdr = f.header;
         let lcs = self.nvm.life_cycle & !life_cycle::LOCKED;
-        if lcs == life_cycle::TERMINATED && !matches!(hdr.code, CommandCode::ECHO | CommandCode::QUERY) {
+        if lcs == life_cycle::TERMINATED
+            && !matches!(hdr.code, CommandCode::ECHO | CommandCode::QUERY)
+        {
             return ResponseFrame::status(Status::INVALID_LIFE_CYCLE_STATE);
         }
         let Some(record) = self.nvm.command(hdr.code, hdr.extended).cloned() else {
@@ -260,7 +291,12 @@ impl Chip {
             &f.payload
         };
         // 4. The command.
-        let req = Request { code: hdr.code, ext: hdr.extended, payload, authenticated };
+        let req = Request {
+            code: hdr.code,
+            ext: hdr.extended,
+            payload,
+            authenticated,
+        };
         let data = match self.dispatch(&req) {
             Ok(d) => d,
             Err(status) => return ResponseFrame::status(status),
@@ -270,12 +306,26 @@ impl Chip {
         if authenticated {
             if let Some(keys) = &self.nvm.host.keys {
                 if record.encryption & ENC_RESPONSE != 0 {
-                    rsp.data = channel::encrypt(keys, width, n + 1, subject::RESPONSE_ENCRYPTION, &rsp.data);
+                    rsp.data = channel::encrypt(
+                        keys,
+                        width,
+                        n + 1,
+                        subject::RESPONSE_ENCRYPTION,
+                        &rsp.data,
+                    );
                 }
                 if hdr.wants_rmac() {
                     rsp.rmac = Some([0; 4]);
                     let rsp_hdr = rsp.header_byte();
-                    rsp.rmac = Some(channel::r_mac(keys, width, n + 1, &header_bytes, &f.payload, rsp_hdr, &rsp.data));
+                    rsp.rmac = Some(channel::r_mac(
+                        keys,
+                        width,
+                        n + 1,
+                        &header_bytes,
+                        &f.payload,
+                        rsp_hdr,
+                        &rsp.data,
+                    ));
                 }
             }
         }

@@ -32,14 +32,19 @@ pub enum PersistError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
-    move |source| PersistError::Io { path: path.to_path_buf(), source }
+    move |source| PersistError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Loads and checks an image.
 pub fn load(path: &Path) -> Result<Nvm, PersistError> {
     let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(io(path))?);
-    let nvm: Nvm = serde_json::from_slice(&bytes)
-        .map_err(|e| PersistError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
+    let nvm: Nvm = serde_json::from_slice(&bytes).map_err(|e| PersistError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     if nvm.format != FORMAT_VERSION {
         return Err(PersistError::Corrupt {
             path: path.to_path_buf(),
@@ -47,21 +52,29 @@ pub fn load(path: &Path) -> Result<Nvm, PersistError> {
         });
     }
     if nvm.serial.len() != 9 || nvm.envelope_keys.len() != 2 {
-        return Err(PersistError::Corrupt { path: path.to_path_buf(), reason: "bad serial or key table".into() });
+        return Err(PersistError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "bad serial or key table".into(),
+        });
     }
     Ok(nvm)
 }
 
 /// Writes an image atomically.
 pub fn save(path: &Path, nvm: &Nvm) -> Result<(), PersistError> {
-    let bytes = zeroize::Zeroizing::new(
-        serde_json::to_vec(nvm).map_err(|e| PersistError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?,
-    );
+    let bytes =
+        zeroize::Zeroizing::new(serde_json::to_vec(nvm).map_err(|e| PersistError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut tmp_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
     {
@@ -70,6 +83,8 @@ pub fn save(path: &Path, nvm: &Nvm) -> Result<(), PersistError> {
         f.sync_all().map_err(io(&tmp))?;
     }
     std::fs::rename(&tmp, path).map_err(io(path))?;
-    std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(&dir))?;
     Ok(())
 }

@@ -31,13 +31,17 @@ impl Listener {
             }
             Address::Tcp(a) => {
                 if !a.ip().is_loopback() {
-                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "only loopback addresses"));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "only loopback addresses",
+                    ));
                 }
                 Ok(Listener::Tcp(TcpListener::bind(a)?))
             }
-            Address::I2c(..) => {
-                Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the emulator cannot serve an I2C adapter"))
-            }
+            Address::I2c(..) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the emulator cannot serve an I2C adapter",
+            )),
         }
     }
 

@@ -91,7 +91,8 @@ pub mod mode {
     /// Whether signing digests is allowed. A mode with no usage bit at all
     /// (STSELib sends `00 00`) allows both signing and key establishment.
     pub fn can_sign(m: u16) -> bool {
-        m & (SIGN_DIGEST | SIGN_INTERNAL | KEY_ESTABLISHMENT) == 0 || m & (SIGN_DIGEST | SIGN_INTERNAL) != 0
+        m & (SIGN_DIGEST | SIGN_INTERNAL | KEY_ESTABLISHMENT) == 0
+            || m & (SIGN_DIGEST | SIGN_INTERNAL) != 0
     }
 
     /// Whether ECDH is allowed (same default as [`can_sign`]).
@@ -224,7 +225,10 @@ pub const BASE_COMMANDS: [CommandCode; 17] = [
 ];
 
 /// Supported extended commands (A120).
-pub const EXTENDED_COMMANDS: [ExtendedCode; 2] = [ExtendedCode::WRITE_HOST_KEY_V2_PLAIN, ExtendedCode::GENERATE_ECDHE];
+pub const EXTENDED_COMMANDS: [ExtendedCode; 2] = [
+    ExtendedCode::WRITE_HOST_KEY_V2_PLAIN,
+    ExtendedCode::GENERATE_ECDHE,
+];
 
 /// The default data partition. The real SPL05/A110 maps are not public, so
 /// this one is inkan's and is documented in the crate README:
@@ -255,7 +259,12 @@ impl Nvm {
         let mut commands: Vec<CommandAc> = BASE_COMMANDS
             .iter()
             .filter(|c| !(personality == Personality::A120 && **c == CommandCode::HIBERNATE))
-            .map(|&code| CommandAc { code, extended: None, ac: command_ac::FREE, encryption: 0 })
+            .map(|&code| CommandAc {
+                code,
+                extended: None,
+                ac: command_ac::FREE,
+                encryption: 0,
+            })
             .collect();
         if personality == Personality::A120 {
             commands.extend(EXTENDED_COMMANDS.iter().map(|&e| CommandAc {
@@ -272,14 +281,22 @@ impl Nvm {
             life_cycle: life_cycle::BORN,
             i2c_address: 0x20,
             host: HostSlot::default(),
-            host_provisioning: provisioning::PLAINTEXT | provisioning::REPROVISION | provisioning::CHANGE_RIGHT,
+            host_provisioning: provisioning::PLAINTEXT
+                | provisioning::REPROVISION
+                | provisioning::CHANGE_RIGHT,
             password: None,
             command_change_right: 0b11,
             commands,
             zones: default_zones(personality),
             slots: personality
                 .static_slots()
-                .map(|index| KeySlot { index, key: None, usage_limit: 0, used: 0, mode: mode::CHANGE_RIGHT })
+                .map(|index| KeySlot {
+                    index,
+                    key: None,
+                    usage_limit: 0,
+                    used: 0,
+                    mode: mode::CHANGE_RIGHT,
+                })
                 .collect(),
             envelope_keys: vec![None, None],
         }
@@ -292,7 +309,9 @@ impl Nvm {
 
     /// The table record of a command, if it is supported.
     pub fn command(&self, code: CommandCode, ext: Option<ExtendedCode>) -> Option<&CommandAc> {
-        self.commands.iter().find(|c| c.code == code && c.extended == ext)
+        self.commands
+            .iter()
+            .find(|c| c.code == code && c.extended == ext)
     }
 
     /// Curves a personality can generate keys on.
@@ -329,13 +348,19 @@ mod private_key_ser {
 
     pub fn serialize<S: Serializer>(k: &Option<PrivateKey>, s: S) -> Result<S::Ok, S::Error> {
         k.as_ref()
-            .map(|k| Stored { curve: k.curve(), scalar: Zeroizing::new(hex::encode(&*k.scalar())) })
+            .map(|k| Stored {
+                curve: k.curve(),
+                scalar: Zeroizing::new(hex::encode(&*k.scalar())),
+            })
             .serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PrivateKey>, D::Error> {
-        let Some(st) = Option::<Stored>::deserialize(d)? else { return Ok(None) };
-        let scalar = Zeroizing::new(hex::decode(st.scalar.as_bytes()).map_err(serde::de::Error::custom)?);
+        let Some(st) = Option::<Stored>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let scalar =
+            Zeroizing::new(hex::decode(st.scalar.as_bytes()).map_err(serde::de::Error::custom)?);
         PrivateKey::from_scalar(st.curve, &scalar)
             .map(Some)
             .map_err(|_| serde::de::Error::custom("invalid private key scalar"))

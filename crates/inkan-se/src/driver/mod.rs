@@ -15,9 +15,14 @@ use crate::channel::{self, subject, HostKeys};
 use crate::personality::Personality;
 use crate::transport::{BusError, Transport};
 use crate::wire::codes::header_flags;
-use crate::wire::encoding::{decode_public_key, decode_signature, encode_public_key, encode_signature, put_len};
+use crate::wire::encoding::{
+    decode_public_key, decode_signature, encode_public_key, encode_signature, put_len,
+};
 use crate::wire::frame::CRC_LEN;
-use crate::wire::{CommandCode, CommandFrame, CommandHeader, Curve, ExtendedCode, Reader, ResponseFrame, Status, Tag, WireError};
+use crate::wire::{
+    CommandCode, CommandFrame, CommandHeader, Curve, ExtendedCode, Reader, ResponseFrame, Status,
+    Tag, WireError,
+};
 use query::{CommandAuthorization, HostKeySlot, ProductData, SlotInfo, ZoneInfo};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -174,7 +179,13 @@ impl<T: Transport> Driver<T> {
 
     /// Connects with the given polling configuration.
     pub fn with_config(transport: T, config: DriverConfig) -> Result<Self, DriverError> {
-        let mut d = Driver { transport, personality: Personality::A110, config, session: None, serial: None };
+        let mut d = Driver {
+            transport,
+            personality: Personality::A110,
+            config,
+            session: None,
+            serial: None,
+        };
         let pd = d.product_data()?;
         d.personality = pd.personality;
         d.serial = pd.serial;
@@ -218,7 +229,11 @@ impl<T: Transport> Driver<T> {
 
     // ---- exchange ------------------------------------------------------
 
-    fn retry<R>(&mut self, start: Instant, mut op: impl FnMut(&mut T) -> Result<R, BusError>) -> Result<R, DriverError> {
+    fn retry<R>(
+        &mut self,
+        start: Instant,
+        mut op: impl FnMut(&mut T) -> Result<R, BusError>,
+    ) -> Result<R, DriverError> {
         loop {
             match op(&mut self.transport) {
                 Ok(r) => return Ok(r),
@@ -238,7 +253,10 @@ impl<T: Transport> Driver<T> {
     fn exchange(&mut self, frame: &[u8], expect_rmac: bool) -> Result<ResponseFrame, DriverError> {
         let max = self.personality.max_frame();
         if frame.len() > max {
-            return Err(DriverError::FrameTooLong { len: frame.len(), max });
+            return Err(DriverError::FrameTooLong {
+                len: frame.len(),
+                max,
+            });
         }
         let start = Instant::now();
         self.retry(start, |t| t.write(frame))?;
@@ -248,15 +266,27 @@ impl<T: Transport> Driver<T> {
         let start = Instant::now();
         let head = self.retry(start, |t| t.read(3 + CRC_LEN))?;
         let total = ResponseFrame::announced_len(&head)?;
-        let bytes = if total <= head.len() { head } else { self.retry(start, |t| t.read(total))? };
+        let bytes = if total <= head.len() {
+            head
+        } else {
+            self.retry(start, |t| t.read(total))?
+        };
         Ok(ResponseFrame::decode(&bytes, expect_rmac)?)
     }
 
     fn plain(&mut self, header: CommandHeader, payload: &[u8]) -> Result<Vec<u8>, DriverError> {
-        let frame = CommandFrame { header, payload: payload.to_vec(), cmac: None }.encode();
+        let frame = CommandFrame {
+            header,
+            payload: payload.to_vec(),
+            cmac: None,
+        }
+        .encode();
         let rsp = self.exchange(&frame, false)?;
         if rsp.status != Status::OK {
-            return Err(DriverError::Status { command: header.code, status: rsp.status });
+            return Err(DriverError::Status {
+                command: header.code,
+                status: rsp.status,
+            });
         }
         Ok(rsp.data)
     }
@@ -281,7 +311,9 @@ impl<T: Transport> Driver<T> {
             }
         }
         let width = self.personality.counter_width();
-        let Some(session) = self.session.as_ref() else { return self.plain(header, payload) };
+        let Some(session) = self.session.as_ref() else {
+            return self.plain(header, payload);
+        };
         let n = session.counter.unwrap_or(0);
         let enc = session
             .table
@@ -292,14 +324,27 @@ impl<T: Transport> Driver<T> {
         header.flags = header_flags::ALL;
         let header_bytes = header.to_bytes();
         let sent_payload = if enc & 0b10 != 0 {
-            channel::encrypt(&session.keys, width, n + 1, subject::COMMAND_ENCRYPTION, payload)
+            channel::encrypt(
+                &session.keys,
+                width,
+                n + 1,
+                subject::COMMAND_ENCRYPTION,
+                payload,
+            )
         } else {
             payload.to_vec()
         };
         let cmac = channel::c_mac(&session.keys, width, n, &header_bytes, &sent_payload);
-        let frame = CommandFrame { header, payload: sent_payload.clone(), cmac: Some(cmac) }.encode();
+        let frame = CommandFrame {
+            header,
+            payload: sent_payload.clone(),
+            cmac: Some(cmac),
+        }
+        .encode();
         let result = self.exchange(&frame, true);
-        let Some(session) = self.session.as_mut() else { return Err(DriverError::InvalidArgument("no session".into())) };
+        let Some(session) = self.session.as_mut() else {
+            return Err(DriverError::InvalidArgument("no session".into()));
+        };
         let rsp = match result {
             Ok(r) => r,
             Err(e) => {
@@ -309,13 +354,21 @@ impl<T: Transport> Driver<T> {
         };
         if rsp.status == Status::INVALID_CMAC || rsp.status == Status::COMMUNICATION_ERROR {
             session.counter = None;
-            return Err(DriverError::Status { command: header.code, status: rsp.status });
+            return Err(DriverError::Status {
+                command: header.code,
+                status: rsp.status,
+            });
         }
         session.counter = Some(n + 1);
         if rsp.status != Status::OK {
-            return Err(DriverError::Status { command: header.code, status: rsp.status });
+            return Err(DriverError::Status {
+                command: header.code,
+                status: rsp.status,
+            });
         }
-        let mac = rsp.rmac.ok_or(DriverError::ResponseMacMissing(header.code))?;
+        let mac = rsp
+            .rmac
+            .ok_or(DriverError::ResponseMacMissing(header.code))?;
         let expected = channel::r_mac(
             &session.keys,
             width,
@@ -330,8 +383,17 @@ impl<T: Transport> Driver<T> {
             return Err(DriverError::ResponseMac(header.code));
         }
         if enc & 0b01 != 0 {
-            return channel::decrypt(&session.keys, width, n + 1, subject::RESPONSE_ENCRYPTION, &rsp.data)
-                .map_err(|source| DriverError::ResponseDecryption { command: header.code, source });
+            return channel::decrypt(
+                &session.keys,
+                width,
+                n + 1,
+                subject::RESPONSE_ENCRYPTION,
+                &rsp.data,
+            )
+            .map_err(|source| DriverError::ResponseDecryption {
+                command: header.code,
+                source,
+            });
         }
         Ok(rsp.data)
     }
@@ -353,13 +415,17 @@ impl<T: Transport> Driver<T> {
     pub fn pair_host_keys(&mut self, keys: &HostKeys) -> Result<(), DriverError> {
         let (m, c) = (keys.mac.as_bytes(), keys.cipher.as_bytes());
         if m.len() != c.len() {
-            return Err(DriverError::InvalidArgument("MAC and cipher keys must have the same size".into()));
+            return Err(DriverError::InvalidArgument(
+                "MAC and cipher keys must have the same size".into(),
+            ));
         }
         let mut payload = Zeroizing::new(Vec::with_capacity(68));
         match self.personality {
             Personality::A110 => {
                 if m.len() != 16 {
-                    return Err(DriverError::InvalidArgument("the A110 host key slot takes AES-128 keys".into()));
+                    return Err(DriverError::InvalidArgument(
+                        "the A110 host key slot takes AES-128 keys".into(),
+                    ));
                 }
                 payload.push(Tag::HOST_KEY_SLOT.0);
                 payload.extend_from_slice(m);
@@ -382,10 +448,16 @@ impl<T: Transport> Driver<T> {
         self.session = None;
         let slot = self.host_key_slot()?;
         if !slot.present {
-            return Err(DriverError::InvalidArgument("the chip has no host keys: pair first".into()));
+            return Err(DriverError::InvalidArgument(
+                "the chip has no host keys: pair first".into(),
+            ));
         }
         let (_, table) = self.command_table()?;
-        self.session = Some(Session { keys, counter: Some(slot.counter), table });
+        self.session = Some(Session {
+            keys,
+            counter: Some(slot.counter),
+            table,
+        });
         Ok(())
     }
 
@@ -470,7 +542,9 @@ impl<T: Transport> Driver<T> {
         let mut off = usize::from(offset);
         let end = off + len;
         if end > usize::from(u16::MAX) {
-            return Err(DriverError::InvalidArgument("zone offset beyond 65535".into()));
+            return Err(DriverError::InvalidArgument(
+                "zone offset beyond 65535".into(),
+            ));
         }
         while off < end {
             let n = (end - off).min(READ_CHUNK);
@@ -479,7 +553,11 @@ impl<T: Transport> Driver<T> {
             put_len(&mut p, n);
             let chunk = self.cmd(CommandCode::READ, &p)?;
             if chunk.len() != n {
-                return Err(DriverError::BadResponse(WireError::WrongFieldLength { at: 0, expected: n, found: chunk.len() }));
+                return Err(DriverError::BadResponse(WireError::WrongFieldLength {
+                    at: 0,
+                    expected: n,
+                    found: chunk.len(),
+                }));
             }
             out.extend_from_slice(&chunk);
             off += n;
@@ -488,7 +566,12 @@ impl<T: Transport> Driver<T> {
     }
 
     /// Reads a counter zone: `(counter, len bytes of data from offset)`.
-    pub fn read_counter(&mut self, zone: u8, offset: u16, len: u16) -> Result<(u32, Vec<u8>), DriverError> {
+    pub fn read_counter(
+        &mut self,
+        zone: u8,
+        offset: u16,
+        len: u16,
+    ) -> Result<(u32, Vec<u8>), DriverError> {
         let mut p = vec![0x00, zone];
         p.extend_from_slice(&offset.to_be_bytes());
         p.extend_from_slice(&len.to_be_bytes());
@@ -509,7 +592,9 @@ impl<T: Transport> Driver<T> {
         let chunk = self.update_chunk();
         let mut off = usize::from(offset);
         if off + data.len() > usize::from(u16::MAX) {
-            return Err(DriverError::InvalidArgument("zone offset beyond 65535".into()));
+            return Err(DriverError::InvalidArgument(
+                "zone offset beyond 65535".into(),
+            ));
         }
         for part in data.chunks(chunk) {
             let mut p = vec![0x80, zone];
@@ -523,15 +608,26 @@ impl<T: Transport> Driver<T> {
 
     /// Tightens a zone's read and/or update access condition (`(ac,
     /// change_right)`); the chip refuses any loosening.
-    pub fn set_zone_access(&mut self, zone: u8, read: Option<(u8, bool)>, update: Option<(u8, bool)>) -> Result<(), DriverError> {
+    pub fn set_zone_access(
+        &mut self,
+        zone: u8,
+        read: Option<(u8, bool)>,
+        update: Option<(u8, bool)>,
+    ) -> Result<(), DriverError> {
         let opt = |ac: u8, right: bool| 0x10 | (u8::from(right) << 3) | (ac & 7);
-        let counter_zone = self.partition()?.iter().any(|z| z.index == zone && z.counter_zone);
+        let counter_zone = self
+            .partition()?
+            .iter()
+            .any(|z| z.index == zone && z.counter_zone);
         if let Some((ac, right)) = read {
             self.cmd(CommandCode::READ, &[opt(ac, right), zone, 0, 0, 0, 0])?;
         }
         if let Some((ac, right)) = update {
             if counter_zone {
-                self.cmd(CommandCode::DECREMENT, &[opt(ac, right), zone, 0, 0, 0, 0, 0, 0])?;
+                self.cmd(
+                    CommandCode::DECREMENT,
+                    &[opt(ac, right), zone, 0, 0, 0, 0, 0, 0],
+                )?;
             } else {
                 self.cmd(CommandCode::UPDATE, &[opt(ac, right), zone, 0, 0])?;
             }
@@ -541,7 +637,13 @@ impl<T: Transport> Driver<T> {
 
     /// Decrements a one-way counter zone by `amount`, writing `data` at
     /// `offset` with it; returns the new counter.
-    pub fn decrement(&mut self, zone: u8, amount: u32, offset: u16, data: &[u8]) -> Result<u32, DriverError> {
+    pub fn decrement(
+        &mut self,
+        zone: u8,
+        amount: u32,
+        offset: u16,
+        data: &[u8],
+    ) -> Result<u32, DriverError> {
         let mut p = vec![0x00, zone];
         p.extend_from_slice(&offset.to_be_bytes());
         p.extend_from_slice(&amount.to_be_bytes());
@@ -556,7 +658,13 @@ impl<T: Transport> Driver<T> {
     /// Generates a key pair in a slot; only the public key leaves the chip
     /// (returned as a SEC1 uncompressed point). `usage_limit` 0 is
     /// unlimited; `mode` takes [`key_mode`] flags.
-    pub fn generate_key(&mut self, slot: u8, curve: Curve, usage_limit: u16, mode: u16) -> Result<Vec<u8>, DriverError> {
+    pub fn generate_key(
+        &mut self,
+        slot: u8,
+        curve: Curve,
+        usage_limit: u16,
+        mode: u16,
+    ) -> Result<Vec<u8>, DriverError> {
         let mut p = vec![Tag::PRIVATE_KEY_SLOT.0, slot];
         p.extend_from_slice(&usage_limit.to_be_bytes());
         p.extend_from_slice(&mode.to_be_bytes());
@@ -596,7 +704,12 @@ impl<T: Transport> Driver<T> {
     }
 
     /// Signs when the slot's curve is already known (saves a query).
-    pub fn sign_with_curve(&mut self, slot: u8, curve: Curve, digest: &[u8]) -> Result<Vec<u8>, DriverError> {
+    pub fn sign_with_curve(
+        &mut self,
+        slot: u8,
+        curve: Curve,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, DriverError> {
         let mut p = vec![slot];
         put_len(&mut p, digest.len());
         p.extend_from_slice(digest);
@@ -614,12 +727,21 @@ impl<T: Transport> Driver<T> {
             .iter()
             .find(|s| s.slot == slot)
             .and_then(|s| s.curve)
-            .ok_or(DriverError::Status { command: CommandCode::QUERY, status: Status::KEY_NOT_FOUND })
+            .ok_or(DriverError::Status {
+                command: CommandCode::QUERY,
+                status: Status::KEY_NOT_FOUND,
+            })
     }
 
     /// Has the chip verify a signature (raw `r ‖ s`) over a digest with a
     /// public key (SEC1 uncompressed point).
-    pub fn verify(&mut self, curve: Curve, public: &[u8], digest: &[u8], signature: &[u8]) -> Result<bool, DriverError> {
+    pub fn verify(
+        &mut self,
+        curve: Curve,
+        public: &[u8],
+        digest: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, DriverError> {
         let n = curve.coordinate_len();
         if public.len() != 1 + 2 * n || public[0] != 0x04 || signature.len() != 2 * n {
             return Err(DriverError::InvalidArgument(format!(
@@ -638,16 +760,29 @@ impl<T: Transport> Driver<T> {
         let d = self.cmd(CommandCode::VERIFY_SIGNATURE, &p)?;
         match d.as_slice() {
             [v] => Ok(*v == 1),
-            _ => Err(DriverError::BadResponse(WireError::WrongFieldLength { at: 0, expected: 1, found: d.len() })),
+            _ => Err(DriverError::BadResponse(WireError::WrongFieldLength {
+                at: 0,
+                expected: 1,
+                found: d.len(),
+            })),
         }
     }
 
     /// ECDH between a slot's key (or the ephemeral slot 0xFF) and a peer
     /// point; returns the shared X coordinate.
-    pub fn establish_key(&mut self, slot: u8, curve: Curve, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, DriverError> {
+    pub fn establish_key(
+        &mut self,
+        slot: u8,
+        curve: Curve,
+        peer: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, DriverError> {
         let n = curve.coordinate_len();
         if peer.len() != 1 + 2 * n || peer[0] != 0x04 {
-            return Err(DriverError::InvalidArgument(format!("{} needs a {}-byte uncompressed point", curve.name(), 1 + 2 * n)));
+            return Err(DriverError::InvalidArgument(format!(
+                "{} needs a {}-byte uncompressed point",
+                curve.name(),
+                1 + 2 * n
+            )));
         }
         let mut p = vec![slot];
         encode_public_key(curve, peer, &mut p);
@@ -660,7 +795,11 @@ impl<T: Transport> Driver<T> {
 
     /// Generates a local-envelope key (AES-128 or AES-256).
     pub fn generate_envelope_key(&mut self, slot: u8, aes256: bool) -> Result<(), DriverError> {
-        self.cmd(CommandCode::GENERATE_KEY, &[Tag::LOCAL_ENVELOPE_KEY_TABLE.0, slot, u8::from(aes256)]).map(drop)
+        self.cmd(
+            CommandCode::GENERATE_KEY,
+            &[Tag::LOCAL_ENVELOPE_KEY_TABLE.0, slot, u8::from(aes256)],
+        )
+        .map(drop)
     }
 
     /// Wraps data (multiple of 8, 16 to 480 bytes) under a local-envelope key.
@@ -674,7 +813,9 @@ impl<T: Transport> Driver<T> {
     pub fn unwrap(&mut self, slot: u8, envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, DriverError> {
         let mut p = vec![slot];
         p.extend_from_slice(envelope);
-        Ok(Zeroizing::new(self.cmd(CommandCode::UNWRAP_LOCAL_ENVELOPE, &p)?))
+        Ok(Zeroizing::new(
+            self.cmd(CommandCode::UNWRAP_LOCAL_ENVELOPE, &p)?,
+        ))
     }
 
     /// Sets (or, after verification, changes) the 16-byte password.
@@ -689,7 +830,11 @@ impl<T: Transport> Driver<T> {
         let d = self.cmd(CommandCode::VERIFY_PASSWORD, password)?;
         match d.as_slice() {
             [ok, left] => Ok((*ok == 1, *left)),
-            _ => Err(DriverError::BadResponse(WireError::WrongFieldLength { at: 0, expected: 2, found: d.len() })),
+            _ => Err(DriverError::BadResponse(WireError::WrongFieldLength {
+                at: 0,
+                expected: 2,
+                found: d.len(),
+            })),
         }
     }
 
@@ -700,7 +845,11 @@ impl<T: Transport> Driver<T> {
 
     /// Sets the life-cycle state (Put Attribute 0x08).
     pub fn set_life_cycle(&mut self, state: u8) -> Result<(), DriverError> {
-        self.cmd(CommandCode::PUT_ATTRIBUTE, &[Tag::LIFE_CYCLE_STATE.0, state]).map(drop)
+        self.cmd(
+            CommandCode::PUT_ATTRIBUTE,
+            &[Tag::LIFE_CYCLE_STATE.0, state],
+        )
+        .map(drop)
     }
 
     /// Locks the configuration (keeps the state, sets the lock bit).
@@ -716,7 +865,12 @@ impl<T: Transport> Driver<T> {
     }
 
     /// Tightens the access condition of a command (Put Attribute 0x29).
-    pub fn set_command_ac(&mut self, code: CommandCode, ext: Option<ExtendedCode>, ac: u8) -> Result<(), DriverError> {
+    pub fn set_command_ac(
+        &mut self,
+        code: CommandCode,
+        ext: Option<ExtendedCode>,
+        ac: u8,
+    ) -> Result<(), DriverError> {
         let mut p = vec![Tag::COMMAND_AC.0, code.0];
         p.extend(ext.map(|e| e.0));
         p.push(ac);
@@ -725,7 +879,12 @@ impl<T: Transport> Driver<T> {
     }
 
     /// Adds encryption flags to a command (Put Attribute 0x2A).
-    pub fn set_command_encryption(&mut self, code: CommandCode, ext: Option<ExtendedCode>, flags: u8) -> Result<(), DriverError> {
+    pub fn set_command_encryption(
+        &mut self,
+        code: CommandCode,
+        ext: Option<ExtendedCode>,
+        flags: u8,
+    ) -> Result<(), DriverError> {
         let mut p = vec![Tag::COMMAND_ENCRYPTION.0, code.0];
         p.extend(ext.map(|e| e.0));
         p.push(flags);

@@ -32,9 +32,18 @@ impl ProductData {
             Some((1, v)) if v.len() == 3 => [v[0], v[1], v[2]],
             _ => return Err(DriverError::UnknownChip { mask: [0; 3] }),
         };
-        let personality = Personality::from_mask_id(mask).ok_or(DriverError::UnknownChip { mask })?;
-        let serial = tlvs.iter().find(|(t, v)| *t == 2 && v.len() == 9).map(|(_, v)| v.clone());
-        Ok(ProductData { mask_id: mask, personality, serial, tlvs })
+        let personality =
+            Personality::from_mask_id(mask).ok_or(DriverError::UnknownChip { mask })?;
+        let serial = tlvs
+            .iter()
+            .find(|(t, v)| *t == 2 && v.len() == 9)
+            .map(|(_, v)| v.clone());
+        Ok(ProductData {
+            mask_id: mask,
+            personality,
+            serial,
+            tlvs,
+        })
     }
 }
 
@@ -109,8 +118,17 @@ pub fn parse_key_table(data: &[u8]) -> Result<(u16, Vec<SlotInfo>), DriverError>
         let slot = r.u8()?;
         let present = r.u8()? != 0;
         let mode = r.u16()?;
-        let curve = if present { Some(Curve::decode(&mut r)?) } else { None };
-        slots.push(SlotInfo { slot, present, mode, curve });
+        let curve = if present {
+            Some(Curve::decode(&mut r)?)
+        } else {
+            None
+        };
+        slots.push(SlotInfo {
+            slot,
+            present,
+            mode,
+            curve,
+        });
     }
     r.finish()?;
     Ok((global, slots))
@@ -134,11 +152,19 @@ pub fn parse_host_key_slot(p: Personality, data: &[u8]) -> Result<HostKeySlot, D
     let slot = match p {
         Personality::A110 => {
             let c = r.array::<3>()?;
-            HostKeySlot { present, key_type: None, counter: u32::from_be_bytes([0, c[0], c[1], c[2]]) }
+            HostKeySlot {
+                present,
+                key_type: None,
+                counter: u32::from_be_bytes([0, c[0], c[1], c[2]]),
+            }
         }
         Personality::A120 => {
             let t = r.u8()?;
-            HostKeySlot { present, key_type: Some(t), counter: r.u32()? }
+            HostKeySlot {
+                present,
+                key_type: Some(t),
+                counter: r.u32()?,
+            }
         }
     };
     r.finish()?;
@@ -166,10 +192,19 @@ pub fn parse_command_table(data: &[u8]) -> Result<(u8, Vec<CommandAuthorization>
     let mut out = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
         let code = CommandCode(r.u8()?);
-        let extended = if code == CommandCode::EXTENDED { Some(ExtendedCode(r.u8()?)) } else { None };
+        let extended = if code == CommandCode::EXTENDED {
+            Some(ExtendedCode(r.u8()?))
+        } else {
+            None
+        };
         let ac = r.u8()?;
         let encryption = r.u8()?;
-        out.push(CommandAuthorization { code, extended, ac, encryption });
+        out.push(CommandAuthorization {
+            code,
+            extended,
+            ac,
+            encryption,
+        });
     }
     r.finish()?;
     Ok((right, out))

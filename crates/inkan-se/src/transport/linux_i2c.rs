@@ -23,14 +23,20 @@ impl I2cDevice for std::fs::File {
     fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let n = Write::write(self, bytes)?;
         if n != bytes.len() {
-            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "short I2C write"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "short I2C write",
+            ));
         }
         Ok(())
     }
     fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
         let n = Read::read(self, buf)?;
         if n != buf.len() {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short I2C read"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "short I2C read",
+            ));
         }
         Ok(())
     }
@@ -53,11 +59,15 @@ impl LinuxI2c<std::fs::File> {
     /// Opens the adapter and selects the 7-bit target address.
     pub fn open(path: &Path, address: u8) -> Result<Self, BusError> {
         use std::os::fd::AsRawFd;
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
         #[allow(unsafe_code)]
         // SAFETY: `f` is an open file descriptor for the lifetime of the call,
         // and I2C_SLAVE takes its argument by value (no pointer is passed).
-        let rc = unsafe { libc::ioctl(f.as_raw_fd(), I2C_SLAVE as _, libc::c_ulong::from(address)) };
+        let rc =
+            unsafe { libc::ioctl(f.as_raw_fd(), I2C_SLAVE as _, libc::c_ulong::from(address)) };
         if rc < 0 {
             return Err(BusError::Io(std::io::Error::last_os_error()));
         }

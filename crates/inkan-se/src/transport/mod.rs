@@ -88,7 +88,10 @@ impl std::str::FromStr for Address {
             let (dev, addr) = match d.split_once('@') {
                 Some((dev, a)) => {
                     let a = a.trim_start_matches("0x");
-                    (dev, u8::from_str_radix(a, 16).map_err(|_| AddressError::I2c(s.into()))?)
+                    (
+                        dev,
+                        u8::from_str_radix(a, 16).map_err(|_| AddressError::I2c(s.into()))?,
+                    )
                 }
                 None => (d, 0x20),
             };

@@ -79,18 +79,26 @@ impl SocketTransport {
     pub fn unix(path: &Path) -> Result<SocketTransport, BusError> {
         let s = UnixStream::connect(path)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(SocketTransport { stream: Stream::Unix(s), address: DEFAULT_ADDRESS })
+        Ok(SocketTransport {
+            stream: Stream::Unix(s),
+            address: DEFAULT_ADDRESS,
+        })
     }
 
     /// Connects to a loopback TCP port. Other addresses are refused.
     pub fn tcp(addr: SocketAddr) -> Result<SocketTransport, BusError> {
         if !addr.ip().is_loopback() {
-            return Err(BusError::Protocol("TCP transport is restricted to loopback"));
+            return Err(BusError::Protocol(
+                "TCP transport is restricted to loopback",
+            ));
         }
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(SocketTransport { stream: Stream::Tcp(s), address: DEFAULT_ADDRESS })
+        Ok(SocketTransport {
+            stream: Stream::Tcp(s),
+            address: DEFAULT_ADDRESS,
+        })
     }
 
     /// Uses another 7-bit target address.
@@ -103,7 +111,9 @@ impl SocketTransport {
         let l = u16::try_from(len)
             .ok()
             .filter(|&l| usize::from(l) <= MAX_TRANSACTION)
-            .ok_or(BusError::Protocol("transaction longer than the socket framing allows"))?
+            .ok_or(BusError::Protocol(
+                "transaction longer than the socket framing allows",
+            ))?
             .to_be_bytes();
         Ok([op, self.address, l[0], l[1]])
     }
@@ -174,7 +184,10 @@ pub fn read_request(r: &mut impl Read) -> Result<Option<Request>, BusError> {
         OP_WRITE => {
             let mut data = vec![0u8; len];
             r.read_exact(&mut data)?;
-            Ok(Some(Request::Write { address: h[1], data }))
+            Ok(Some(Request::Write {
+                address: h[1],
+                data,
+            }))
         }
         OP_READ => Ok(Some(Request::Read { address: h[1], len })),
         _ => Err(BusError::Protocol("unknown operation byte")),

@@ -8,7 +8,11 @@ const fn make_table() -> [u16; 256] {
         let mut crc = i;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x8408 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x8408
+            } else {
+                crc >> 1
+            };
             bit += 1;
         }
         table[i as usize] = crc;

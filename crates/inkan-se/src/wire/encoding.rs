@@ -82,7 +82,9 @@ impl Curve {
 
     /// Parses a CLI name.
     pub fn from_name(name: &str) -> Option<Curve> {
-        Curve::ALL.into_iter().find(|c| c.name() == name.to_ascii_lowercase())
+        Curve::ALL
+            .into_iter()
+            .find(|c| c.name() == name.to_ascii_lowercase())
     }
 
     /// Encodes `[len(2)][oid]`.
@@ -198,7 +200,10 @@ impl<'a> Reader<'a> {
     /// Takes `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.remaining() < n {
-            return Err(WireError::Truncated { needed: self.pos + n, got: self.data.len() });
+            return Err(WireError::Truncated {
+                needed: self.pos + n,
+                got: self.data.len(),
+            });
         }
         let s = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -245,7 +250,11 @@ impl<'a> Reader<'a> {
         let at = self.pos;
         let len = usize::from(self.u16()?);
         if len != n {
-            return Err(WireError::WrongFieldLength { at, expected: n, found: len });
+            return Err(WireError::WrongFieldLength {
+                at,
+                expected: n,
+                found: len,
+            });
         }
         self.take(n)
     }
@@ -253,7 +262,10 @@ impl<'a> Reader<'a> {
     /// Fails unless every byte was consumed.
     pub fn finish(&self) -> Result<(), WireError> {
         if self.remaining() != 0 {
-            return Err(WireError::TrailingBytes { at: self.pos, count: self.remaining() });
+            return Err(WireError::TrailingBytes {
+                at: self.pos,
+                count: self.remaining(),
+            });
         }
         Ok(())
     }

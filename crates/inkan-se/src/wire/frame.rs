@@ -30,12 +30,20 @@ pub struct CommandHeader {
 impl CommandHeader {
     /// A plain header for a base command.
     pub fn new(code: CommandCode) -> Self {
-        CommandHeader { flags: 0, code, extended: None }
+        CommandHeader {
+            flags: 0,
+            code,
+            extended: None,
+        }
     }
 
     /// A plain header for an extended command.
     pub fn extended(code: ExtendedCode) -> Self {
-        CommandHeader { flags: 0, code: CommandCode::EXTENDED, extended: Some(code) }
+        CommandHeader {
+            flags: 0,
+            code: CommandCode::EXTENDED,
+            extended: Some(code),
+        }
     }
 
     /// The header bytes as they go on the wire (flags included).
@@ -89,16 +97,26 @@ impl CommandFrame {
     /// C-MAC presence.
     pub fn decode(bytes: &[u8], max_len: usize) -> Result<Self, WireError> {
         if bytes.len() > max_len {
-            return Err(WireError::TooLong { len: bytes.len(), max: max_len });
+            return Err(WireError::TooLong {
+                len: bytes.len(),
+                max: max_len,
+            });
         }
         if bytes.len() < 1 + CRC_LEN {
-            return Err(WireError::Truncated { needed: 1 + CRC_LEN, got: bytes.len() });
+            return Err(WireError::Truncated {
+                needed: 1 + CRC_LEN,
+                got: bytes.len(),
+            });
         }
         let (body, crc_bytes) = bytes.split_at(bytes.len() - CRC_LEN);
         let found = u16::from_be_bytes([crc_bytes[0], crc_bytes[1]]);
         let expected = crc16(body);
         if found != expected {
-            return Err(WireError::BadCrc { at: body.len(), expected, found });
+            return Err(WireError::BadCrc {
+                at: body.len(),
+                expected,
+                found,
+            });
         }
         let first = body[0];
         let code = CommandCode(first & header_flags::CODE_MASK);
@@ -111,7 +129,11 @@ impl CommandFrame {
         } else {
             (None, &body[1..])
         };
-        let header = CommandHeader { flags, code, extended };
+        let header = CommandHeader {
+            flags,
+            code,
+            extended,
+        };
         let (payload, cmac) = if header.has_cmac() {
             if rest.len() < MAC_LEN {
                 return Err(WireError::MissingMac { got: rest.len() });
@@ -123,7 +145,11 @@ impl CommandFrame {
         } else {
             (rest.to_vec(), None)
         };
-        Ok(CommandFrame { header, payload, cmac })
+        Ok(CommandFrame {
+            header,
+            payload,
+            cmac,
+        })
     }
 }
 
@@ -141,18 +167,30 @@ pub struct ResponseFrame {
 impl ResponseFrame {
     /// A response with a status and no data.
     pub fn status(status: Status) -> Self {
-        ResponseFrame { status, data: Vec::new(), rmac: None }
+        ResponseFrame {
+            status,
+            data: Vec::new(),
+            rmac: None,
+        }
     }
 
     /// A successful response carrying `data`.
     pub fn ok(data: Vec<u8>) -> Self {
-        ResponseFrame { status: Status::OK, data, rmac: None }
+        ResponseFrame {
+            status: Status::OK,
+            data,
+            rmac: None,
+        }
     }
 
     /// The response header byte.
     pub fn header_byte(&self) -> u8 {
         (self.status.0 & header_flags::CODE_MASK)
-            | if self.rmac.is_some() { RESPONSE_RMAC_FLAG } else { 0 }
+            | if self.rmac.is_some() {
+                RESPONSE_RMAC_FLAG
+            } else {
+                0
+            }
     }
 
     /// Serialises the frame: header, LEN, data, R-MAC, CRC.
@@ -179,7 +217,10 @@ impl ResponseFrame {
     /// (header and LEN), or an error if fewer than three bytes are given.
     pub fn announced_len(prefix: &[u8]) -> Result<usize, WireError> {
         if prefix.len() < 3 {
-            return Err(WireError::Truncated { needed: 3, got: prefix.len() });
+            return Err(WireError::Truncated {
+                needed: 3,
+                got: prefix.len(),
+            });
         }
         let len = usize::from(u16::from_be_bytes([prefix[1], prefix[2]]));
         if len < CRC_LEN {
@@ -194,14 +235,21 @@ impl ResponseFrame {
     pub fn decode(bytes: &[u8], expect_rmac: bool) -> Result<Self, WireError> {
         let total = Self::announced_len(bytes)?;
         if bytes.len() < total {
-            return Err(WireError::Truncated { needed: total, got: bytes.len() });
+            return Err(WireError::Truncated {
+                needed: total,
+                got: bytes.len(),
+            });
         }
         let hdr = bytes[0];
         let body = &bytes[3..total - CRC_LEN];
         let found = u16::from_be_bytes([bytes[total - 2], bytes[total - 1]]);
         let expected = crc16_parts(&[&bytes[..1], body]);
         if found != expected {
-            return Err(WireError::BadCrc { at: total - CRC_LEN, expected, found });
+            return Err(WireError::BadCrc {
+                at: total - CRC_LEN,
+                expected,
+                found,
+            });
         }
         let status = Status(hdr & header_flags::CODE_MASK);
         let has_rmac = hdr & RESPONSE_RMAC_FLAG != 0 || (expect_rmac && status == Status::OK);
@@ -212,9 +260,17 @@ impl ResponseFrame {
             let (d, m) = body.split_at(body.len() - MAC_LEN);
             let mut mac = [0u8; MAC_LEN];
             mac.copy_from_slice(m);
-            Ok(ResponseFrame { status, data: d.to_vec(), rmac: Some(mac) })
+            Ok(ResponseFrame {
+                status,
+                data: d.to_vec(),
+                rmac: Some(mac),
+            })
         } else {
-            Ok(ResponseFrame { status, data: body.to_vec(), rmac: None })
+            Ok(ResponseFrame {
+                status,
+                data: body.to_vec(),
+                rmac: None,
+            })
         }
     }
 }

@@ -1,0 +1,132 @@
+//! `inkan bench`: measurements printed beside a reference taken in the same
+//! run, with the ratio. Targets live here, never in timed tests.
+
+use anyhow::Result;
+use inkan_se::chip::InProcess;
+use inkan_se::driver::key_mode;
+use inkan_se::{AesKey, Chip, Curve, Driver, HostKeys, Personality};
+use std::time::{Duration, Instant};
+
+/// Which benchmark to run.
+#[derive(clap::Subcommand)]
+pub enum Which {
+    /// The secure element: signatures per second through the driver and the
+    /// in-process transport, next to raw P-256 signing; memory per chip.
+    #[command(
+        after_help = "Example:\n  inkan bench se\n  inkan bench se --seconds 5 --chips 10000"
+    )]
+    Se {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Emulated chips held at rest for the memory figure.
+        #[arg(long, default_value_t = 10_000)]
+        chips: usize,
+    },
+}
+
+/// Runs a benchmark.
+pub fn run(w: Which) -> Result<()> {
+    match w {
+        Which::Se { seconds, chips } => se(Duration::from_secs_f64(seconds), chips),
+    }
+}
+
+/// Runs `op` repeatedly for `time`; returns operations per second.
+fn rate(time: Duration, mut op: impl FnMut() -> Result<()>) -> Result<f64> {
+    // Warm up.
+    for _ in 0..20 {
+        op()?;
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < time {
+        for _ in 0..50 {
+            op()?;
+        }
+        n += 50;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn se(time: Duration, chips: usize) -> Result<()> {
+    use p256::ecdsa::signature::hazmat::RandomizedPrehashSigner;
+    println!(
+        "inkan bench se: {} s per figure, {chips} chips for memory",
+        time.as_secs_f64()
+    );
+    let digest = [0x5Au8; 32];
+
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let raw = rate(time, || {
+        let _s: p256::ecdsa::Signature =
+            key.sign_prehash_with_rng(&mut rand_core::OsRng, &digest)?;
+        Ok(())
+    })?;
+
+    let mut d = Driver::new(InProcess::new(Chip::new(Personality::A120, [1; 9])))?;
+    d.generate_key(1, Curve::P256, 0, key_mode::SIGN_DIGEST)?;
+    let plain = rate(time, || {
+        d.sign_with_curve(1, Curve::P256, &digest)?;
+        Ok(())
+    })?;
+
+    let keys = HostKeys {
+        mac: AesKey::Aes256([1; 32]),
+        cipher: AesKey::Aes256([2; 32]),
+    };
+    d.pair_host_keys(&keys)?;
+    d.open_session(keys)?;
+    let macd = rate(time, || {
+        d.sign_with_curve(1, Curve::P256, &digest)?;
+        Ok(())
+    })?;
+
+    println!();
+    println!(
+        "{:<58} {:>12} {:>8}",
+        "P-256 signatures (hedged ECDSA over a 32-byte digest)", "per second", "ratio"
+    );
+    println!(
+        "{:<58} {:>12.0} {:>8}",
+        "raw p256 crate, same process (reference)", raw, "1.00"
+    );
+    println!(
+        "{:<58} {:>12.0} {:>8.2}",
+        "chip via driver, in-process transport",
+        plain,
+        plain / raw
+    );
+    println!(
+        "{:<58} {:>12.0} {:>8.2}",
+        "chip via driver, host session (C-MAC + R-MAC)",
+        macd,
+        macd / raw
+    );
+
+    // Memory per chip at rest: each chip holds a P-256 key in slot 0 and
+    // its default 6 KiB data partition.
+    let before = crate::alloc::live_bytes();
+    let mut fleet = Vec::with_capacity(chips);
+    let t0 = Instant::now();
+    for i in 0..chips {
+        let mut serial = [0u8; 9];
+        serial[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let mut d = Driver::new(InProcess::new(Chip::new(Personality::A120, serial)))?;
+        d.generate_key(0, Curve::P256, 0, key_mode::SIGN_DIGEST)?;
+        fleet.push(d.into_transport().into_chip());
+    }
+    let made = t0.elapsed();
+    let after = crate::alloc::live_bytes();
+    let per_chip = after.saturating_sub(before) as f64 / chips as f64;
+    let nvm_bytes: usize = fleet[0].nvm().zones.iter().map(|z| z.data.len()).sum();
+    let image = serde_json::to_vec(fleet[0].nvm())?.len();
+    println!();
+    println!(
+        "{chips} chips at rest in one process (each: one P-256 key, {nvm_bytes} bytes of zones)"
+    );
+    println!("  heap per chip {:>10.0} bytes   (reference: the zones alone, {nvm_bytes} bytes; ratio {:.2})", per_chip, per_chip / nvm_bytes as f64);
+    println!("  NVM image on disk {image} bytes (JSON); created {chips} chips with key generation in {:.2} s", made.as_secs_f64());
+    drop(fleet);
+    Ok(())
+}
