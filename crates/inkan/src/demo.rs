@@ -131,6 +131,7 @@ pub fn run(a: Args) -> Result<()> {
     se.set_command_encryption(CommandCode::WRAP_LOCAL_ENVELOPE, None, 0b10)?;
     match se.sign_with_curve(0, Curve::P256, &digest) {
         Err(e) if e.status() == Some(Status::ACCESS_CONDITION_NOT_SATISFIED) => {
+            refused += 1;
             println!("    sign without the host MAC: refused ({e})")
         }
         other => anyhow::bail!("sign without the MAC should be refused, got {other:?}"),
@@ -194,6 +195,7 @@ pub fn run(a: Args) -> Result<()> {
     let c1 = se.decrement(5, 1, 0, b"v1")?;
     match se.decrement(5, u32::MAX, 0, &[]) {
         Err(e) if e.status() == Some(Status::COUNTER_LIMIT_EXCEEDED) => {
+            refused += 1;
             println!("    counter {c1}; going below zero refused ({e})")
         }
         other => anyhow::bail!("counter underflow should be refused, got {other:?}"),
@@ -206,6 +208,7 @@ pub fn run(a: Args) -> Result<()> {
     se.lock()?;
     match se.generate_key(0, Curve::P256, 0, 0) {
         Err(e) if e.status() == Some(Status::INVALID_LIFE_CYCLE_STATE) => {
+            refused += 1;
             println!("    replacing the device key: refused ({e})")
         }
         other => anyhow::bail!("a locked chip must refuse key generation, got {other:?}"),

@@ -80,6 +80,11 @@ impl<D: I2cDevice> LinuxI2c<D> {
     pub fn from_device(dev: D) -> Self {
         LinuxI2c { dev }
     }
+
+    /// The device underneath.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
 }
 
 impl<D: I2cDevice> Transport for LinuxI2c<D> {
