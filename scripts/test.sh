@@ -25,4 +25,16 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+
+# Fuzz smoke run: each libFuzzer target for a few seconds. cargo-fuzz needs
+# the nightly toolchain; the step says so when it cannot run.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "== fuzz smoke (${INKAN_FUZZ_SECONDS:-15} s per target)"
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+  for target in frame_decoder command_dispatcher; do
+    (cd fuzz && cargo fuzz run "$target" -O -- -max_total_time="${INKAN_FUZZ_SECONDS:-15}" 2>&1 | tail -1)
+  done
+else
+  echo "== fuzz smoke NOT RUN: no nightly toolchain on this machine (rustup toolchain install nightly)"
+fi
 echo "== all tests passed"
