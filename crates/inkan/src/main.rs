@@ -40,7 +40,7 @@ enum Command {
     /// (emulated or real) through the host driver.
     Se(se::Args),
     /// Benchmarks, each printed next to a reference measured in the same run.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  inkan bench se --seconds 5")]
     Bench(bench::Which),
 }
 

@@ -19,9 +19,9 @@ Examples:
   inkan se serve --state chip.json --listen unix:/tmp/se.sock &
   inkan se --connect unix:/tmp/se.sock echo 68656c6c6f
   inkan se --connect unix:/tmp/se.sock keygen 1 --curve p256 > slot1.pem
-  inkan se --connect unix:/tmp/se.sock sign 1 --file firmware.bin > sig.der
+  inkan se --connect unix:/tmp/se.sock sign 1 --file firmware.bin | xxd -r -p > sig.der
   openssl dgst -sha256 -verify slot1.pem -signature sig.der firmware.bin
-  inkan se --connect unix:/tmp/se.sock pair --mac-key 00..0f --cipher-key 10..1f
+  inkan se --connect unix:/tmp/se.sock pair --with-mac-key 00..0f --with-cipher-key 10..1f
   inkan se --connect unix:/tmp/se.sock --mac-key 00..0f --cipher-key 10..1f read 1")]
 pub struct Args {
     /// The chip to talk to: unix:PATH, tcp:127.0.0.1:PORT, or i2c:/dev/i2c-N[@0x20]
@@ -140,23 +140,31 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         busy: String,
     },
     /// Send bytes and print what comes back.
+    #[command(after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock echo 68656c6c6f")]
     Echo {
         /// Hex bytes.
         data: String,
     },
     /// Print random bytes from the chip.
+    #[command(after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock random 16")]
     Random {
         /// How many (1 to 255).
         #[arg(default_value_t = 32)]
         count: u8,
     },
     /// Query an attribute and print it.
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock query partition\n  inkan se --connect unix:/tmp/se.sock query keys"
+    )]
     Query {
         /// What to query.
         #[arg(value_enum)]
         what: QueryArg,
     },
     /// Read a zone (hex). Counter zones print the counter first.
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock read 0 --len 64\n  inkan se --connect unix:/tmp/se.sock read 5          (a counter zone)"
+    )]
     Read {
         /// Zone index.
         zone: u8,
@@ -168,6 +176,9 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         len: Option<u16>,
     },
     /// Write hex data into a zone.
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock update 7 cafe --offset 16\n  inkan se --connect unix:/tmp/se.sock update 0 @device-cert.der"
+    )]
     Update {
         /// Zone index.
         zone: u8,
@@ -178,6 +189,7 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         offset: u16,
     },
     /// Decrement a one-way counter zone; prints the new value.
+    #[command(after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock decrement 5 1")]
     Decrement {
         /// Zone index.
         zone: u8,
@@ -185,6 +197,9 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         amount: u32,
     },
     /// Generate a key pair in a slot; prints the public key as PEM.
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock keygen 1 --curve p384 --usage sign > slot1.pem\n  inkan se --connect unix:/tmp/se.sock keygen 0 --usage sign --fixed > device.pem"
+    )]
     Keygen {
         /// Slot (0..1 on an A110, 0..4 on an A120).
         slot: u8,
@@ -202,7 +217,10 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         fixed: bool,
     },
     /// Sign a digest (hex) or a file's SHA-256/384 with a slot's key; prints
-    /// the DER signature as hex, or raw DER bytes with --der.
+    /// the DER signature as hex (r||s with --raw).
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock sign 1 --file image.bin | xxd -r -p > sig.der\n  inkan se --connect unix:/tmp/se.sock sign 1 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 --raw"
+    )]
     Sign {
         /// Slot.
         slot: u8,
@@ -217,6 +235,9 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         raw: bool,
     },
     /// Have the chip verify a signature; prints "valid" or "invalid".
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock verify --pubkey slot1.pem --sig $(xxd -p -c0 sig.der) --file image.bin\n(exit status 2 when the signature is invalid)"
+    )]
     Verify {
         /// The public key (PEM file).
         #[arg(long)]
@@ -232,6 +253,9 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         file: Option<PathBuf>,
     },
     /// ECDH between a slot's key and a peer public key (PEM); prints the secret.
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock ecdh 1 --peer cloud.pem"
+    )]
     Ecdh {
         /// Slot (255 for the ephemeral slot).
         slot: u8,
@@ -240,6 +264,9 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         peer: PathBuf,
     },
     /// Generate a local-envelope key.
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock envelope-key 0 --aes256"
+    )]
     EnvelopeKey {
         /// Envelope slot (0 or 1).
         slot: u8,
@@ -248,6 +275,9 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         aes256: bool,
     },
     /// Wrap hex data (multiple of 8 bytes, 16 to 480) under an envelope key.
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock wrap 0 00112233445566778899aabbccddeeff"
+    )]
     Wrap {
         /// Envelope slot.
         slot: u8,
@@ -255,6 +285,9 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         data: String,
     },
     /// Unwrap an envelope (hex).
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock unwrap 0 <hex printed by wrap>"
+    )]
     Unwrap {
         /// Envelope slot.
         slot: u8,
@@ -262,6 +295,9 @@ inkan-se's transport::socket module (a few lines of Python can drive it).")]
         data: String,
     },
     /// Pair host MAC and cipher keys with the chip (do this in a trusted place).
+    #[command(
+        after_help = "Example:\n  inkan se --connect unix:/tmp/se.sock pair --with-mac-key 000102030405060708090a0b0c0d0e0f --with-cipher-key 101112131415161718191a1b1c1d1e1f"
+    )]
     Pair {
         /// MAC key (hex, 16 bytes on an A110, 16 or 32 on an A120).
         #[arg(long = "with-mac-key", value_name = "HEX")]
