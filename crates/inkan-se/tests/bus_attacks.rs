@@ -23,6 +23,7 @@ struct Mitm {
     sent: Vec<Vec<u8>>,
     tamper_command_at: Option<usize>,
     tamper_response: bool,
+    drop_response: bool,
 }
 
 struct Tap {
@@ -48,6 +49,10 @@ impl Transport for Tap {
     fn read(&mut self, len: usize) -> Result<Vec<u8>, BusError> {
         let mut b = self.inner.read(len)?;
         let mut m = self.mitm.lock().unwrap();
+        if m.drop_response {
+            m.drop_response = false;
+            return Err(BusError::Io(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "line noise")));
+        }
         if len > 5 && m.tamper_response {
             m.tamper_response = false;
             b[3] ^= 0x80;
@@ -171,4 +176,17 @@ fn no_command_returns_a_private_key() {
             );
         }
     }
+}
+
+#[test]
+fn lost_response_is_followed_by_counter_resynchronisation() {
+    let (mut d, mitm) = setup();
+    // The chip executes the MAC'd update (its counter moves on) but the
+    // response is lost on the way back.
+    mitm.lock().unwrap().drop_response = true;
+    assert!(matches!(d.update_zone(4, 0, b"balance=070"), Err(DriverError::Bus(_))));
+    // The driver re-queries the counter before the next protected command.
+    assert_eq!(d.read_zone(4, 0, 11).unwrap(), b"balance=070");
+    d.update_zone(4, 0, b"balance=080").unwrap();
+    assert_eq!(d.read_zone(4, 0, 11).unwrap(), b"balance=080");
 }
