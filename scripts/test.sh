@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use (openssl verifies the chip's signatures).
-packages=(openssl)
+# Debian packages the tests use: openssl checks signatures, certificates and
+# CRLs; softhsm2 is the PKCS#11 token holding CA keys; python3-venv hosts the
+# linters.
+packages=(openssl softhsm2 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +20,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
+
+# Python linters in a venv: pkilint (RFC 5280 certificate linter).
+if [ ! -x .venv/bin/lint_pkix_cert ]; then
+  echo "installing pkilint in .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "pkilint==0.13.3"
+fi
+export INKAN_PKILINT="$PWD/.venv/bin/lint_pkix_cert"
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

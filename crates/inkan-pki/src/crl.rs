@@ -1,0 +1,114 @@
+//! Certificate revocation lists, one per family, signed by the family CA
+//! (RFC 5280 §5): version 2, CRL number and authority key identifier.
+
+use crate::cert::{key_id, IssuedCert};
+use crate::signer::{self, CaSigner};
+use crate::PkiError;
+use der::asn1::{BitString, OctetString, Uint};
+use der::{Decode, Encode};
+use spki::AlgorithmIdentifierOwned;
+use std::time::{Duration, SystemTime};
+use x509_cert::certificate::Version;
+use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+use x509_cert::ext::pkix::{AuthorityKeyIdentifier, CrlNumber};
+use x509_cert::ext::Extension;
+use x509_cert::serial_number::SerialNumber;
+
+/// One revoked certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    /// The certificate's serial number (big-endian bytes).
+    pub serial: Vec<u8>,
+    /// When it was revoked.
+    pub time: SystemTime,
+}
+
+/// A signed CRL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Crl {
+    /// DER encoding.
+    pub der: Vec<u8>,
+}
+
+impl Crl {
+    /// PEM form (`X509 CRL`).
+    pub fn to_pem(&self) -> String {
+        crate::pem("X509 CRL", &self.der)
+    }
+
+    /// Parses a DER CRL.
+    pub fn from_der(der: &[u8]) -> Result<Crl, PkiError> {
+        CertificateList::from_der(der).map_err(|e| PkiError::malformed("CRL", e))?;
+        Ok(Crl { der: der.to_vec() })
+    }
+
+    /// Serial numbers listed as revoked.
+    pub fn revoked_serials(&self) -> Result<Vec<Vec<u8>>, PkiError> {
+        let l = CertificateList::from_der(&self.der).map_err(|e| PkiError::malformed("CRL", e))?;
+        Ok(l.tbs_cert_list
+            .revoked_certificates
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.serial_number.as_bytes().to_vec())
+            .collect())
+    }
+}
+
+fn ext<T: const_oid::AssociatedOid + Encode>(value: &T) -> Result<Extension, PkiError> {
+    Ok(Extension {
+        extn_id: T::OID,
+        critical: false,
+        extn_value: OctetString::new(value.to_der().map_err(|e| PkiError::encode("CRL extension", e))?)
+            .map_err(|e| PkiError::encode("CRL extension", e))?,
+    })
+}
+
+/// Issues a CRL for `ca` listing `revoked`, valid for `validity` from now.
+pub fn issue_crl(
+    signer: &dyn CaSigner,
+    ca: &IssuedCert,
+    revoked: &[Revoked],
+    crl_number: u64,
+    validity: Duration,
+) -> Result<Crl, PkiError> {
+    ca.require_ca()?;
+    if signer.public_point() != ca.public_point() {
+        return Err(PkiError::KeyMismatch { subject: ca.subject() });
+    }
+    let now = SystemTime::now();
+    let t = crate::cert::time;
+    let alg = AlgorithmIdentifierOwned { oid: signer.curve().signature_oid(), parameters: None };
+    let mut entries = Vec::with_capacity(revoked.len());
+    for r in revoked {
+        entries.push(RevokedCert {
+            serial_number: SerialNumber::new(&r.serial).map_err(|e| PkiError::malformed("serial number", e))?,
+            revocation_date: t(r.time)?,
+            crl_entry_extensions: None,
+        });
+    }
+    let ski = ca.subject_key_id().unwrap_or_else(|| key_id(&ca.public_point()));
+    let tbs = TbsCertList {
+        version: Version::V2,
+        signature: alg.clone(),
+        issuer: ca.cert.tbs_certificate.subject.clone(),
+        this_update: t(now)?,
+        next_update: Some(t(now + validity)?),
+        revoked_certificates: (!entries.is_empty()).then_some(entries),
+        crl_extensions: Some(vec![
+            ext(&CrlNumber(Uint::new(&crl_number.to_be_bytes()).map_err(|e| PkiError::encode("CRL number", e))?))?,
+            ext(&AuthorityKeyIdentifier {
+                key_identifier: Some(OctetString::new(ski).map_err(|e| PkiError::encode("AKI", e))?),
+                authority_cert_issuer: None,
+                authority_cert_serial_number: None,
+            })?,
+        ]),
+    };
+    let tbs_der = tbs.to_der().map_err(|e| PkiError::encode("TBSCertList", e))?;
+    let sig = signer::sign_der(signer, &tbs_der)?;
+    let list = CertificateList {
+        tbs_cert_list: tbs,
+        signature_algorithm: alg,
+        signature: BitString::from_bytes(&sig).map_err(|e| PkiError::encode("CRL signature", e))?,
+    };
+    Ok(Crl { der: list.to_der().map_err(|e| PkiError::encode("CRL", e))? })
+}

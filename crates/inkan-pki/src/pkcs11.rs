@@ -1,0 +1,156 @@
+//! A CA key held in a PKCS#11 token (SoftHSM2 in tests, an HSM in
+//! production). The token hashes nothing: inkan hashes on the host and asks
+//! for CKM_ECDSA over the digest, which every token here supports.
+
+use crate::signer::{CaSigner, KeyCurve};
+use crate::PkiError;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use der::{Decode, Encode};
+use std::path::Path;
+use std::sync::Mutex;
+
+fn tok(e: impl std::fmt::Display) -> PkiError {
+    PkiError::Token(e.to_string())
+}
+
+/// Where a key lives in a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenKey {
+    /// The PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: std::path::PathBuf,
+    /// The token label (the slot is found by it: slot ids change).
+    pub token: String,
+    /// The user PIN.
+    pub pin: String,
+    /// CKA_LABEL of the key pair.
+    pub label: String,
+}
+
+/// A signer backed by a token key. Sessions are not `Sync`; one session is
+/// kept behind a mutex.
+pub struct Pkcs11Signer {
+    session: Mutex<Session>,
+    key: ObjectHandle,
+    curve: KeyCurve,
+    point: Vec<u8>,
+    _ctx: Pkcs11,
+}
+
+impl std::fmt::Debug for Pkcs11Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pkcs11Signer({:?})", self.curve)
+    }
+}
+
+fn open(k: &TokenKey) -> Result<(Pkcs11, Session), PkiError> {
+    let ctx = Pkcs11::new(Path::new(&k.module)).map_err(tok)?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(tok)?;
+    let slot = ctx
+        .get_slots_with_token()
+        .map_err(tok)?
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).map(|i| i.label().trim() == k.token).unwrap_or(false))
+        .ok_or_else(|| PkiError::Token(format!("no token labelled {:?}", k.token)))?;
+    let session = ctx.open_rw_session(slot).map_err(tok)?;
+    match session.login(UserType::User, Some(&AuthPin::new(k.pin.clone().into_boxed_str()))) {
+        Ok(()) => {}
+        Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => return Err(tok(e)),
+    }
+    Ok((ctx, session))
+}
+
+fn find(session: &Session, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>, PkiError> {
+    let found = session
+        .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+        .map_err(tok)?;
+    Ok(found.into_iter().next())
+}
+
+fn public_point(session: &Session, label: &str) -> Result<(KeyCurve, Vec<u8>), PkiError> {
+    let pubkey = find(session, ObjectClass::PUBLIC_KEY, label)?
+        .ok_or_else(|| PkiError::Token(format!("no public key labelled {label:?}")))?;
+    let attrs = session.get_attributes(pubkey, &[AttributeType::EcPoint]).map_err(tok)?;
+    let raw = attrs
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::EcPoint(p) => Some(p),
+            _ => None,
+        })
+        .ok_or_else(|| PkiError::Token("the public key has no CKA_EC_POINT".into()))?;
+    // CKA_EC_POINT is a DER OCTET STRING around the point on most tokens.
+    let point = match der::asn1::OctetString::from_der(&raw) {
+        Ok(os) => os.as_bytes().to_vec(),
+        Err(_) => raw,
+    };
+    let curve = KeyCurve::of_point(&point).ok_or_else(|| PkiError::Token("the token key is not P-256/P-384".into()))?;
+    Ok((curve, point))
+}
+
+impl Pkcs11Signer {
+    /// Opens an existing key pair.
+    pub fn open(k: &TokenKey) -> Result<Pkcs11Signer, PkiError> {
+        let (ctx, session) = open(k)?;
+        let key = find(&session, ObjectClass::PRIVATE_KEY, &k.label)?
+            .ok_or_else(|| PkiError::Token(format!("no private key labelled {:?} in token {:?}", k.label, k.token)))?;
+        let (curve, point) = public_point(&session, &k.label)?;
+        Ok(Pkcs11Signer { session: Mutex::new(session), key, curve, point, _ctx: ctx })
+    }
+
+    /// Generates a key pair inside the token (the private key is sensitive
+    /// and not extractable) and opens it.
+    pub fn generate(k: &TokenKey, curve: KeyCurve) -> Result<Pkcs11Signer, PkiError> {
+        {
+            let (_ctx, session) = open(k)?;
+            if find(&session, ObjectClass::PRIVATE_KEY, &k.label)?.is_some() {
+                return Err(PkiError::Token(format!("a key labelled {:?} already exists", k.label)));
+            }
+            let params = curve.curve_oid().to_der().map_err(|e| PkiError::encode("curve OID", e))?;
+            let label = k.label.as_bytes().to_vec();
+            session
+                .generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::KeyType(KeyType::EC),
+                        Attribute::EcParams(params),
+                        Attribute::Verify(true),
+                        Attribute::Label(label.clone()),
+                    ],
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Sign(true),
+                        Attribute::Label(label),
+                    ],
+                )
+                .map_err(tok)?;
+        }
+        Pkcs11Signer::open(k)
+    }
+}
+
+impl CaSigner for Pkcs11Signer {
+    fn curve(&self) -> KeyCurve {
+        self.curve
+    }
+
+    fn public_point(&self) -> Vec<u8> {
+        self.point.clone()
+    }
+
+    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, PkiError> {
+        let s = self.session.lock().map_err(|_| PkiError::Token("session lock poisoned".into()))?;
+        let sig = s.sign(&Mechanism::Ecdsa, self.key, digest).map_err(tok)?;
+        if sig.len() != 2 * self.curve.field_len() {
+            return Err(PkiError::Token(format!("unexpected CKM_ECDSA signature length {}", sig.len())));
+        }
+        Ok(sig)
+    }
+}
