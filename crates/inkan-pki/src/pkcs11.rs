@@ -46,9 +46,26 @@ impl std::fmt::Debug for Pkcs11Signer {
     }
 }
 
-fn open(k: &TokenKey) -> Result<(Pkcs11, Session), PkiError> {
-    let ctx = Pkcs11::new(Path::new(&k.module)).map_err(tok)?;
+/// One initialised context per module for the whole process: PKCS#11
+/// allows a single C_Initialize per library.
+fn context(module: &Path) -> Result<Pkcs11, PkiError> {
+    static CONTEXTS: std::sync::OnceLock<Mutex<std::collections::HashMap<std::path::PathBuf, Pkcs11>>> =
+        std::sync::OnceLock::new();
+    let mut map = CONTEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| PkiError::Token("context table poisoned".into()))?;
+    if let Some(ctx) = map.get(module) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(module).map_err(tok)?;
     ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(tok)?;
+    map.insert(module.to_path_buf(), ctx.clone());
+    Ok(ctx)
+}
+
+fn open(k: &TokenKey) -> Result<(Pkcs11, Session), PkiError> {
+    let ctx = context(Path::new(&k.module))?;
     let slot = ctx
         .get_slots_with_token()
         .map_err(tok)?
