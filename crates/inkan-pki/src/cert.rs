@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime};
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::certificate::{Certificate, TbsCertificate, Version};
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    SubjectKeyIdentifier,
 };
 use x509_cert::ext::Extension;
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
@@ -41,7 +42,12 @@ pub struct CertPolicy {
 
 impl Default for CertPolicy {
     fn default() -> Self {
-        CertPolicy { root_years: 30, family_years: 25, device_years: 20, backdate_secs: 3600 }
+        CertPolicy {
+            root_years: 30,
+            family_years: 25,
+            device_years: 20,
+            backdate_secs: 3600,
+        }
     }
 }
 
@@ -71,13 +77,18 @@ impl IssuedCert {
     /// Parses DER.
     pub fn from_der(der: &[u8]) -> Result<IssuedCert, PkiError> {
         let cert = Certificate::from_der(der).map_err(|e| PkiError::malformed("certificate", e))?;
-        Ok(IssuedCert { der: der.to_vec(), cert })
+        Ok(IssuedCert {
+            der: der.to_vec(),
+            cert,
+        })
     }
 
     /// Parses PEM or DER (the first certificate).
     pub fn from_pem_or_der(bytes: &[u8]) -> Result<IssuedCert, PkiError> {
         let ders = crate::pem_or_der("CERTIFICATE", bytes)?;
-        let first = ders.first().ok_or_else(|| PkiError::malformed("certificate", "empty"))?;
+        let first = ders
+            .first()
+            .ok_or_else(|| PkiError::malformed("certificate", "empty"))?;
         IssuedCert::from_der(first)
     }
 
@@ -98,7 +109,12 @@ impl IssuedCert {
 
     /// The public key as a SEC1 point.
     pub fn public_point(&self) -> Vec<u8> {
-        self.cert.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes().to_vec()
+        self.cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes()
+            .to_vec()
     }
 
     /// The key's curve, if it is one inkan uses.
@@ -129,7 +145,11 @@ impl IssuedCert {
 
     /// The subject key identifier.
     pub fn subject_key_id(&self) -> Option<Vec<u8>> {
-        let (_, ski) = self.cert.tbs_certificate.get::<SubjectKeyIdentifier>().ok()??;
+        let (_, ski) = self
+            .cert
+            .tbs_certificate
+            .get::<SubjectKeyIdentifier>()
+            .ok()??;
         Some(ski.0.as_bytes().to_vec())
     }
 
@@ -137,7 +157,10 @@ impl IssuedCert {
     /// and keyCertSign.
     pub fn require_ca(&self) -> Result<(), PkiError> {
         let tbs = &self.cert.tbs_certificate;
-        let not_ca = |reason| PkiError::NotACa { subject: self.subject(), reason };
+        let not_ca = |reason| PkiError::NotACa {
+            subject: self.subject(),
+            reason,
+        };
         match tbs.get::<BasicConstraints>() {
             Ok(Some((_, bc))) if bc.ca => {}
             Ok(_) => return Err(not_ca("basicConstraints does not say CA")),
@@ -165,12 +188,16 @@ impl IssuedCert {
 }
 
 fn attribute(name: &Name, oid: ObjectIdentifier) -> Option<String> {
-    name.0.iter().flat_map(|rdn| rdn.0.iter()).find(|a| a.oid == oid).and_then(|a| {
-        Utf8StringRef::try_from(&a.value)
-            .map(|s| s.as_str().to_string())
-            .or_else(|_| PrintableStringRef::try_from(&a.value).map(|s| s.as_str().to_string()))
-            .ok()
-    })
+    name.0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|a| a.oid == oid)
+        .and_then(|a| {
+            Utf8StringRef::try_from(&a.value)
+                .map(|s| s.as_str().to_string())
+                .or_else(|_| PrintableStringRef::try_from(&a.value).map(|s| s.as_str().to_string()))
+                .ok()
+        })
 }
 
 /// Builds a distinguished name. `serialNumber` and `C` are PrintableString
@@ -179,12 +206,19 @@ pub fn name(attrs: &[(ObjectIdentifier, &str)]) -> Result<Name, PkiError> {
     let mut rdns = Vec::new();
     for (oid, value) in attrs {
         let any = if *oid == rfc4519::SERIAL_NUMBER || *oid == rfc4519::C {
-            Any::encode_from(&PrintableStringRef::new(value).map_err(|e| PkiError::malformed("name", e))?)
+            Any::encode_from(
+                &PrintableStringRef::new(value).map_err(|e| PkiError::malformed("name", e))?,
+            )
         } else {
-            Any::encode_from(&Utf8StringRef::new(value).map_err(|e| PkiError::malformed("name", e))?)
+            Any::encode_from(
+                &Utf8StringRef::new(value).map_err(|e| PkiError::malformed("name", e))?,
+            )
         }
         .map_err(|e| PkiError::encode("name", e))?;
-        let atv = AttributeTypeAndValue { oid: *oid, value: any };
+        let atv = AttributeTypeAndValue {
+            oid: *oid,
+            value: any,
+        };
         let set = SetOfVec::try_from(vec![atv]).map_err(|e| PkiError::encode("name", e))?;
         rdns.push(RelativeDistinguishedName(set));
     }
@@ -215,13 +249,17 @@ pub fn key_id(point: &[u8]) -> Vec<u8> {
 }
 
 fn spki(point: &[u8]) -> Result<SubjectPublicKeyInfoOwned, PkiError> {
-    let curve = KeyCurve::of_point(point).ok_or_else(|| PkiError::malformed("public key", "not a P-256/P-384 point"))?;
+    let curve = KeyCurve::of_point(point)
+        .ok_or_else(|| PkiError::malformed("public key", "not a P-256/P-384 point"))?;
     Ok(SubjectPublicKeyInfoOwned {
         algorithm: AlgorithmIdentifierOwned {
             oid: EC_PUBLIC_KEY,
-            parameters: Some(Any::encode_from(&curve.curve_oid()).map_err(|e| PkiError::encode("SPKI", e))?),
+            parameters: Some(
+                Any::encode_from(&curve.curve_oid()).map_err(|e| PkiError::encode("SPKI", e))?,
+            ),
         },
-        subject_public_key: BitString::from_bytes(point).map_err(|e| PkiError::encode("SPKI", e))?,
+        subject_public_key: BitString::from_bytes(point)
+            .map_err(|e| PkiError::encode("SPKI", e))?,
     })
 }
 
@@ -229,8 +267,12 @@ fn ext<T: AssociatedOid + Encode>(critical: bool, value: &T) -> Result<Extension
     Ok(Extension {
         extn_id: T::OID,
         critical,
-        extn_value: OctetString::new(value.to_der().map_err(|e| PkiError::encode("extension", e))?)
-            .map_err(|e| PkiError::encode("extension", e))?,
+        extn_value: OctetString::new(
+            value
+                .to_der()
+                .map_err(|e| PkiError::encode("extension", e))?,
+        )
+        .map_err(|e| PkiError::encode("extension", e))?,
     })
 }
 
@@ -244,38 +286,55 @@ struct Tbs {
 }
 
 fn sign(tbs: Tbs, signer: &dyn CaSigner) -> Result<IssuedCert, PkiError> {
-    let alg = AlgorithmIdentifierOwned { oid: signer.curve().signature_oid(), parameters: None };
+    let alg = AlgorithmIdentifierOwned {
+        oid: signer.curve().signature_oid(),
+        parameters: None,
+    };
     let tbs = TbsCertificate {
         version: Version::V3,
         serial_number: random_serial()?,
         signature: alg.clone(),
         issuer: tbs.issuer,
-        validity: Validity { not_before: time(tbs.not_before)?, not_after: time(tbs.not_after)? },
+        validity: Validity {
+            not_before: time(tbs.not_before)?,
+            not_after: time(tbs.not_after)?,
+        },
         subject: tbs.subject,
         subject_public_key_info: spki(&tbs.point)?,
         issuer_unique_id: None,
         subject_unique_id: None,
         extensions: Some(tbs.extensions),
     };
-    let tbs_der = tbs.to_der().map_err(|e| PkiError::encode("TBSCertificate", e))?;
+    let tbs_der = tbs
+        .to_der()
+        .map_err(|e| PkiError::encode("TBSCertificate", e))?;
     let sig = signer::sign_der(signer, &tbs_der)?;
     let cert = Certificate {
         tbs_certificate: tbs,
         signature_algorithm: alg,
         signature: BitString::from_bytes(&sig).map_err(|e| PkiError::encode("signature", e))?,
     };
-    let der = cert.to_der().map_err(|e| PkiError::encode("certificate", e))?;
+    let der = cert
+        .to_der()
+        .map_err(|e| PkiError::encode("certificate", e))?;
     Ok(IssuedCert { der, cert })
 }
 
 /// Checks that `signer` may issue under `ca` now and returns the validity
 /// window for a child certificate of `years`.
-fn child_window(ca: &IssuedCert, signer: &dyn CaSigner, years: u32, policy: &CertPolicy) -> Result<(SystemTime, SystemTime), PkiError> {
+fn child_window(
+    ca: &IssuedCert,
+    signer: &dyn CaSigner,
+    years: u32,
+    policy: &CertPolicy,
+) -> Result<(SystemTime, SystemTime), PkiError> {
     ca.require_ca()?;
     let now = SystemTime::now();
     ca.require_valid_at(now)?;
     if signer.public_point() != ca.public_point() {
-        return Err(PkiError::KeyMismatch { subject: ca.subject() });
+        return Err(PkiError::KeyMismatch {
+            subject: ca.subject(),
+        });
     }
     let (ca_nb, ca_na) = ca.validity();
     let nb = (now - Duration::from_secs(policy.backdate_secs)).max(ca_nb);
@@ -288,8 +347,17 @@ fn ca_key_usage() -> KeyUsage {
 }
 
 /// A self-signed root CA.
-pub fn issue_root(signer: &dyn CaSigner, organization: &str, common_name: &str, policy: &CertPolicy) -> Result<IssuedCert, PkiError> {
-    let subject = name(&[(rfc4519::C, "JP"), (rfc4519::O, organization), (rfc4519::CN, common_name)])?;
+pub fn issue_root(
+    signer: &dyn CaSigner,
+    organization: &str,
+    common_name: &str,
+    policy: &CertPolicy,
+) -> Result<IssuedCert, PkiError> {
+    let subject = name(&[
+        (rfc4519::C, "JP"),
+        (rfc4519::O, organization),
+        (rfc4519::CN, common_name),
+    ])?;
     let point = signer.public_point();
     let now = SystemTime::now();
     sign(
@@ -299,9 +367,20 @@ pub fn issue_root(signer: &dyn CaSigner, organization: &str, common_name: &str, 
             not_before: now - Duration::from_secs(policy.backdate_secs),
             not_after: now + Duration::from_secs(u64::from(policy.root_years) * YEAR),
             extensions: vec![
-                ext(true, &BasicConstraints { ca: true, path_len_constraint: None })?,
+                ext(
+                    true,
+                    &BasicConstraints {
+                        ca: true,
+                        path_len_constraint: None,
+                    },
+                )?,
                 ext(true, &ca_key_usage())?,
-                ext(false, &SubjectKeyIdentifier(OctetString::new(key_id(&point)).map_err(|e| PkiError::encode("SKI", e))?))?,
+                ext(
+                    false,
+                    &SubjectKeyIdentifier(
+                        OctetString::new(key_id(&point)).map_err(|e| PkiError::encode("SKI", e))?,
+                    ),
+                )?,
             ],
             point,
         },
@@ -310,7 +389,9 @@ pub fn issue_root(signer: &dyn CaSigner, organization: &str, common_name: &str, 
 }
 
 fn aki(issuer: &IssuedCert) -> Result<Extension, PkiError> {
-    let id = issuer.subject_key_id().unwrap_or_else(|| key_id(&issuer.public_point()));
+    let id = issuer
+        .subject_key_id()
+        .unwrap_or_else(|| key_id(&issuer.public_point()));
     ext(
         false,
         &AuthorityKeyIdentifier {
@@ -322,7 +403,12 @@ fn aki(issuer: &IssuedCert) -> Result<Extension, PkiError> {
 }
 
 fn ski(point: &[u8]) -> Result<Extension, PkiError> {
-    ext(false, &SubjectKeyIdentifier(OctetString::new(key_id(point)).map_err(|e| PkiError::encode("SKI", e))?))
+    ext(
+        false,
+        &SubjectKeyIdentifier(
+            OctetString::new(key_id(point)).map_err(|e| PkiError::encode("SKI", e))?,
+        ),
+    )
 }
 
 /// A family CA under the root: an intermediate that may only issue device
@@ -339,12 +425,22 @@ pub fn issue_family(
     sign(
         Tbs {
             issuer: root.cert.tbs_certificate.subject.clone(),
-            subject: name(&[(rfc4519::C, "JP"), (rfc4519::O, organization), (rfc4519::CN, &format!("{family} family CA"))])?,
+            subject: name(&[
+                (rfc4519::C, "JP"),
+                (rfc4519::O, organization),
+                (rfc4519::CN, &format!("{family} family CA")),
+            ])?,
             not_before: nb,
             not_after: na,
             point: family_point.to_vec(),
             extensions: vec![
-                ext(true, &BasicConstraints { ca: true, path_len_constraint: Some(0) })?,
+                ext(
+                    true,
+                    &BasicConstraints {
+                        ca: true,
+                        path_len_constraint: Some(0),
+                    },
+                )?,
                 ext(true, &ca_key_usage())?,
                 ski(family_point)?,
                 aki(root)?,
@@ -367,7 +463,10 @@ pub fn issue_device(
 ) -> Result<IssuedCert, PkiError> {
     let (nb, na) = child_window(family_ca, family_signer, policy.device_years, policy)?;
     if profile.serial.is_empty() || !profile.serial.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(PkiError::malformed("device serial", format!("{:?} is not an alphanumeric serial", profile.serial)));
+        return Err(PkiError::malformed(
+            "device serial",
+            format!("{:?} is not an alphanumeric serial", profile.serial),
+        ));
     }
     let mut ku = KeyUsages::DigitalSignature.into();
     if profile.key_agreement {
@@ -379,7 +478,10 @@ pub fn issue_device(
             subject: name(&[
                 (rfc4519::O, &profile.organization),
                 (rfc4519::OU, &profile.family),
-                (rfc4519::CN, &format!("{}-{}", profile.family, profile.serial)),
+                (
+                    rfc4519::CN,
+                    &format!("{}-{}", profile.family, profile.serial),
+                ),
                 (rfc4519::SERIAL_NUMBER, &profile.serial),
             ])?,
             not_before: nb,
@@ -410,11 +512,19 @@ pub fn issue_signer(
     sign(
         Tbs {
             issuer: root.cert.tbs_certificate.subject.clone(),
-            subject: name(&[(rfc4519::C, "JP"), (rfc4519::O, organization), (rfc4519::CN, common_name)])?,
+            subject: name(&[
+                (rfc4519::C, "JP"),
+                (rfc4519::O, organization),
+                (rfc4519::CN, common_name),
+            ])?,
             not_before: nb,
             not_after: na,
             point: point.to_vec(),
-            extensions: vec![ext(true, &KeyUsage(KeyUsages::DigitalSignature.into()))?, ski(point)?, aki(root)?],
+            extensions: vec![
+                ext(true, &KeyUsage(KeyUsages::DigitalSignature.into()))?,
+                ski(point)?,
+                aki(root)?,
+            ],
         },
         root_signer,
     )
@@ -422,10 +532,15 @@ pub fn issue_signer(
 
 /// Verifies that `child` was signed by `issuer`'s key (signature only).
 pub fn verify_issued_by(child: &IssuedCert, issuer: &IssuedCert) -> Result<(), PkiError> {
-    let tbs = child.cert.tbs_certificate.to_der().map_err(|e| PkiError::encode("TBSCertificate", e))?;
+    let tbs = child
+        .cert
+        .tbs_certificate
+        .to_der()
+        .map_err(|e| PkiError::encode("TBSCertificate", e))?;
     let sig = child.cert.signature.raw_bytes();
     let point = issuer.public_point();
-    let curve = KeyCurve::of_point(&point).ok_or(PkiError::BadSignature("issuer key is not P-256/P-384"))?;
+    let curve = KeyCurve::of_point(&point)
+        .ok_or(PkiError::BadSignature("issuer key is not P-256/P-384"))?;
     let raw = match curve {
         KeyCurve::P256 => p256::ecdsa::Signature::from_der(sig).map(|s| s.to_bytes().to_vec()),
         KeyCurve::P384 => p384::ecdsa::Signature::from_der(sig).map(|s| s.to_bytes().to_vec()),
@@ -435,6 +550,8 @@ pub fn verify_issued_by(child: &IssuedCert, issuer: &IssuedCert) -> Result<(), P
     if alg_ok && signer::verify_raw(&point, &tbs, &raw) {
         Ok(())
     } else {
-        Err(PkiError::BadSignature("certificate not signed by the given issuer"))
+        Err(PkiError::BadSignature(
+            "certificate not signed by the given issuer",
+        ))
     }
 }

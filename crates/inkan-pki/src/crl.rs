@@ -58,8 +58,12 @@ fn ext<T: const_oid::AssociatedOid + Encode>(value: &T) -> Result<Extension, Pki
     Ok(Extension {
         extn_id: T::OID,
         critical: false,
-        extn_value: OctetString::new(value.to_der().map_err(|e| PkiError::encode("CRL extension", e))?)
-            .map_err(|e| PkiError::encode("CRL extension", e))?,
+        extn_value: OctetString::new(
+            value
+                .to_der()
+                .map_err(|e| PkiError::encode("CRL extension", e))?,
+        )
+        .map_err(|e| PkiError::encode("CRL extension", e))?,
     })
 }
 
@@ -73,20 +77,28 @@ pub fn issue_crl(
 ) -> Result<Crl, PkiError> {
     ca.require_ca()?;
     if signer.public_point() != ca.public_point() {
-        return Err(PkiError::KeyMismatch { subject: ca.subject() });
+        return Err(PkiError::KeyMismatch {
+            subject: ca.subject(),
+        });
     }
     let now = SystemTime::now();
     let t = crate::cert::time;
-    let alg = AlgorithmIdentifierOwned { oid: signer.curve().signature_oid(), parameters: None };
+    let alg = AlgorithmIdentifierOwned {
+        oid: signer.curve().signature_oid(),
+        parameters: None,
+    };
     let mut entries = Vec::with_capacity(revoked.len());
     for r in revoked {
         entries.push(RevokedCert {
-            serial_number: SerialNumber::new(&r.serial).map_err(|e| PkiError::malformed("serial number", e))?,
+            serial_number: SerialNumber::new(&r.serial)
+                .map_err(|e| PkiError::malformed("serial number", e))?,
             revocation_date: t(r.time)?,
             crl_entry_extensions: None,
         });
     }
-    let ski = ca.subject_key_id().unwrap_or_else(|| key_id(&ca.public_point()));
+    let ski = ca
+        .subject_key_id()
+        .unwrap_or_else(|| key_id(&ca.public_point()));
     let tbs = TbsCertList {
         version: Version::V2,
         signature: alg.clone(),
@@ -95,20 +107,29 @@ pub fn issue_crl(
         next_update: Some(t(now + validity)?),
         revoked_certificates: (!entries.is_empty()).then_some(entries),
         crl_extensions: Some(vec![
-            ext(&CrlNumber(Uint::new(&crl_number.to_be_bytes()).map_err(|e| PkiError::encode("CRL number", e))?))?,
+            ext(&CrlNumber(
+                Uint::new(&crl_number.to_be_bytes())
+                    .map_err(|e| PkiError::encode("CRL number", e))?,
+            ))?,
             ext(&AuthorityKeyIdentifier {
-                key_identifier: Some(OctetString::new(ski).map_err(|e| PkiError::encode("AKI", e))?),
+                key_identifier: Some(
+                    OctetString::new(ski).map_err(|e| PkiError::encode("AKI", e))?,
+                ),
                 authority_cert_issuer: None,
                 authority_cert_serial_number: None,
             })?,
         ]),
     };
-    let tbs_der = tbs.to_der().map_err(|e| PkiError::encode("TBSCertList", e))?;
+    let tbs_der = tbs
+        .to_der()
+        .map_err(|e| PkiError::encode("TBSCertList", e))?;
     let sig = signer::sign_der(signer, &tbs_der)?;
     let list = CertificateList {
         tbs_cert_list: tbs,
         signature_algorithm: alg,
         signature: BitString::from_bytes(&sig).map_err(|e| PkiError::encode("CRL signature", e))?,
     };
-    Ok(Crl { der: list.to_der().map_err(|e| PkiError::encode("CRL", e))? })
+    Ok(Crl {
+        der: list.to_der().map_err(|e| PkiError::encode("CRL", e))?,
+    })
 }

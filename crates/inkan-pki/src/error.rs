@@ -56,10 +56,16 @@ pub enum PkiError {
 
 impl PkiError {
     pub(crate) fn malformed(what: &'static str, e: impl std::fmt::Display) -> PkiError {
-        PkiError::Malformed { what, reason: e.to_string() }
+        PkiError::Malformed {
+            what,
+            reason: e.to_string(),
+        }
     }
 
     pub(crate) fn encode(what: &'static str, e: impl std::fmt::Display) -> PkiError {
-        PkiError::Encode { what, reason: e.to_string() }
+        PkiError::Encode {
+            what,
+            reason: e.to_string(),
+        }
     }
 }

@@ -28,18 +28,25 @@ pub fn pem_or_der(label: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
     let mut out = Vec::new();
     for block in text.split("-----BEGIN ").skip(1) {
         let Some(end) = block.find("-----END ") else {
-            return Err(PkiError::malformed("PEM", "a BEGIN line without its END line"));
+            return Err(PkiError::malformed(
+                "PEM",
+                "a BEGIN line without its END line",
+            ));
         };
         let tail = &block[end..];
         let end_line = tail.find('\n').map_or(tail.len(), |i| i + 1);
         let doc = format!("-----BEGIN {}", &block[..end + end_line]);
-        let (found, der) = der::pem::decode_vec(doc.as_bytes()).map_err(|e| PkiError::malformed("PEM block", e))?;
+        let (found, der) = der::pem::decode_vec(doc.as_bytes())
+            .map_err(|e| PkiError::malformed("PEM block", e))?;
         if found == label {
             out.push(der);
         }
     }
     if out.is_empty() {
-        return Err(PkiError::malformed("PEM", format!("no {label} block found")));
+        return Err(PkiError::malformed(
+            "PEM",
+            format!("no {label} block found"),
+        ));
     }
     Ok(out)
 }

@@ -6,7 +6,9 @@
 use crate::cert::{verify_issued_by, IssuedCert};
 use crate::signer::{self, CaSigner, KeyCurve};
 use crate::PkiError;
-use coset::{iana, CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, Label, TaggedCborSerializable};
+use coset::{
+    CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, Label, TaggedCborSerializable,
+};
 use serde_bytes::ByteBuf;
 use std::time::SystemTime;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
@@ -49,20 +51,34 @@ pub struct Manifest {
 }
 
 /// Signs a manifest with the manifest key; returns the tagged COSE_Sign1.
-pub fn sign(manifest: &Manifest, signer: &dyn CaSigner, signer_cert: &IssuedCert) -> Result<Vec<u8>, PkiError> {
+pub fn sign(
+    manifest: &Manifest,
+    signer: &dyn CaSigner,
+    signer_cert: &IssuedCert,
+) -> Result<Vec<u8>, PkiError> {
     if signer.public_point() != signer_cert.public_point() {
-        return Err(PkiError::KeyMismatch { subject: signer_cert.subject() });
+        return Err(PkiError::KeyMismatch {
+            subject: signer_cert.subject(),
+        });
     }
     let mut payload = Vec::new();
     ciborium::into_writer(manifest, &mut payload).map_err(|e| PkiError::encode("manifest", e))?;
-    let mut protected = HeaderBuilder::new().algorithm(signer.curve().cose_alg()).content_type(CONTENT_TYPE.into()).build();
-    protected.rest.push((Label::Int(X5CHAIN), coset::cbor::Value::Bytes(signer_cert.der.clone())));
+    let mut protected = HeaderBuilder::new()
+        .algorithm(signer.curve().cose_alg())
+        .content_type(CONTENT_TYPE.into())
+        .build();
+    protected.rest.push((
+        Label::Int(X5CHAIN),
+        coset::cbor::Value::Bytes(signer_cert.der.clone()),
+    ));
     let sign1 = CoseSign1Builder::new()
         .protected(protected)
         .payload(payload)
         .try_create_signature(&[], |tbs| signer::sign_raw(signer, tbs))?
         .build();
-    sign1.to_tagged_vec().map_err(|e| PkiError::encode("COSE_Sign1", e))
+    sign1
+        .to_tagged_vec()
+        .map_err(|e| PkiError::encode("COSE_Sign1", e))
 }
 
 /// Checks a manifest signature against the root and returns its content.
@@ -81,36 +97,53 @@ pub fn verify(bytes: &[u8], root: &IssuedCert, now: SystemTime) -> Result<Manife
             (Label::Int(X5CHAIN), coset::cbor::Value::Bytes(b)) => Some(b.clone()),
             _ => None,
         })
-        .ok_or_else(|| PkiError::malformed("manifest", "no x5chain certificate in the protected header"))?;
+        .ok_or_else(|| {
+            PkiError::malformed("manifest", "no x5chain certificate in the protected header")
+        })?;
     let signer_cert = IssuedCert::from_der(&cert_der)?;
-    verify_issued_by(&signer_cert, root).map_err(|_| PkiError::BadSignature("manifest signer not certified by this root"))?;
+    verify_issued_by(&signer_cert, root)
+        .map_err(|_| PkiError::BadSignature("manifest signer not certified by this root"))?;
     signer_cert.require_valid_at(now)?;
     let tbs = &signer_cert.cert.tbs_certificate;
     if matches!(tbs.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca) {
-        return Err(PkiError::BadSignature("manifest signer is a CA certificate"));
+        return Err(PkiError::BadSignature(
+            "manifest signer is a CA certificate",
+        ));
     }
-    if !matches!(tbs.get::<KeyUsage>(), Ok(Some((_, ku))) if ku.0.contains(KeyUsages::DigitalSignature)) {
-        return Err(PkiError::BadSignature("manifest signer lacks digitalSignature"));
+    if !matches!(tbs.get::<KeyUsage>(), Ok(Some((_, ku))) if ku.0.contains(KeyUsages::DigitalSignature))
+    {
+        return Err(PkiError::BadSignature(
+            "manifest signer lacks digitalSignature",
+        ));
     }
     let point = signer_cert.public_point();
-    let curve = KeyCurve::of_point(&point).ok_or(PkiError::BadSignature("manifest signer key is not P-256/P-384"))?;
+    let curve = KeyCurve::of_point(&point).ok_or(PkiError::BadSignature(
+        "manifest signer key is not P-256/P-384",
+    ))?;
     let alg_ok = matches!(&p.alg, Some(coset::RegisteredLabelWithPrivate::Assigned(a)) if *a == curve.cose_alg());
     if !alg_ok {
-        return Err(PkiError::BadSignature("manifest algorithm does not match the signer key"));
+        return Err(PkiError::BadSignature(
+            "manifest algorithm does not match the signer key",
+        ));
     }
-    sign1
-        .verify_signature(&[], |sig, data| {
-            if signer::verify_raw(&point, data, sig) {
-                Ok(())
-            } else {
-                Err(PkiError::BadSignature("manifest signature"))
-            }
-        })?;
-    let payload = sign1.payload.as_deref().ok_or_else(|| PkiError::malformed("manifest", "no payload"))?;
-    let m: Manifest = ciborium::from_reader(payload).map_err(|e| PkiError::malformed("manifest payload", e))?;
+    sign1.verify_signature(&[], |sig, data| {
+        if signer::verify_raw(&point, data, sig) {
+            Ok(())
+        } else {
+            Err(PkiError::BadSignature("manifest signature"))
+        }
+    })?;
+    let payload = sign1
+        .payload
+        .as_deref()
+        .ok_or_else(|| PkiError::malformed("manifest", "no payload"))?;
+    let m: Manifest =
+        ciborium::from_reader(payload).map_err(|e| PkiError::malformed("manifest payload", e))?;
     if m.version != 1 {
-        return Err(PkiError::malformed("manifest", format!("unsupported version {}", m.version)));
+        return Err(PkiError::malformed(
+            "manifest",
+            format!("unsupported version {}", m.version),
+        ));
     }
-    let _ = iana::Algorithm::ES256;
     Ok(m)
 }

@@ -49,8 +49,9 @@ impl std::fmt::Debug for Pkcs11Signer {
 /// One initialised context per module for the whole process: PKCS#11
 /// allows a single C_Initialize per library.
 fn context(module: &Path) -> Result<Pkcs11, PkiError> {
-    static CONTEXTS: std::sync::OnceLock<Mutex<std::collections::HashMap<std::path::PathBuf, Pkcs11>>> =
-        std::sync::OnceLock::new();
+    static CONTEXTS: std::sync::OnceLock<
+        Mutex<std::collections::HashMap<std::path::PathBuf, Pkcs11>>,
+    > = std::sync::OnceLock::new();
     let mut map = CONTEXTS
         .get_or_init(Default::default)
         .lock()
@@ -59,7 +60,8 @@ fn context(module: &Path) -> Result<Pkcs11, PkiError> {
         return Ok(ctx.clone());
     }
     let ctx = Pkcs11::new(module).map_err(tok)?;
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(tok)?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(tok)?;
     map.insert(module.to_path_buf(), ctx.clone());
     Ok(ctx)
 }
@@ -70,10 +72,17 @@ fn open(k: &TokenKey) -> Result<(Pkcs11, Session), PkiError> {
         .get_slots_with_token()
         .map_err(tok)?
         .into_iter()
-        .find(|s| ctx.get_token_info(*s).map(|i| i.label().trim() == k.token).unwrap_or(false))
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .map(|i| i.label().trim() == k.token)
+                .unwrap_or(false)
+        })
         .ok_or_else(|| PkiError::Token(format!("no token labelled {:?}", k.token)))?;
     let session = ctx.open_rw_session(slot).map_err(tok)?;
-    match session.login(UserType::User, Some(&AuthPin::new(k.pin.clone().into_boxed_str()))) {
+    match session.login(
+        UserType::User,
+        Some(&AuthPin::new(k.pin.clone().into_boxed_str())),
+    ) {
         Ok(()) => {}
         Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => return Err(tok(e)),
@@ -81,9 +90,16 @@ fn open(k: &TokenKey) -> Result<(Pkcs11, Session), PkiError> {
     Ok((ctx, session))
 }
 
-fn find(session: &Session, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>, PkiError> {
+fn find(
+    session: &Session,
+    class: ObjectClass,
+    label: &str,
+) -> Result<Option<ObjectHandle>, PkiError> {
     let found = session
-        .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+        .find_objects(&[
+            Attribute::Class(class),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
         .map_err(tok)?;
     Ok(found.into_iter().next())
 }
@@ -91,7 +107,9 @@ fn find(session: &Session, class: ObjectClass, label: &str) -> Result<Option<Obj
 fn public_point(session: &Session, label: &str) -> Result<(KeyCurve, Vec<u8>), PkiError> {
     let pubkey = find(session, ObjectClass::PUBLIC_KEY, label)?
         .ok_or_else(|| PkiError::Token(format!("no public key labelled {label:?}")))?;
-    let attrs = session.get_attributes(pubkey, &[AttributeType::EcPoint]).map_err(tok)?;
+    let attrs = session
+        .get_attributes(pubkey, &[AttributeType::EcPoint])
+        .map_err(tok)?;
     let raw = attrs
         .into_iter()
         .find_map(|a| match a {
@@ -104,7 +122,8 @@ fn public_point(session: &Session, label: &str) -> Result<(KeyCurve, Vec<u8>), P
         Ok(os) => os.as_bytes().to_vec(),
         Err(_) => raw,
     };
-    let curve = KeyCurve::of_point(&point).ok_or_else(|| PkiError::Token("the token key is not P-256/P-384".into()))?;
+    let curve = KeyCurve::of_point(&point)
+        .ok_or_else(|| PkiError::Token("the token key is not P-256/P-384".into()))?;
     Ok((curve, point))
 }
 
@@ -112,10 +131,20 @@ impl Pkcs11Signer {
     /// Opens an existing key pair.
     pub fn open(k: &TokenKey) -> Result<Pkcs11Signer, PkiError> {
         let (ctx, session) = open(k)?;
-        let key = find(&session, ObjectClass::PRIVATE_KEY, &k.label)?
-            .ok_or_else(|| PkiError::Token(format!("no private key labelled {:?} in token {:?}", k.label, k.token)))?;
+        let key = find(&session, ObjectClass::PRIVATE_KEY, &k.label)?.ok_or_else(|| {
+            PkiError::Token(format!(
+                "no private key labelled {:?} in token {:?}",
+                k.label, k.token
+            ))
+        })?;
         let (curve, point) = public_point(&session, &k.label)?;
-        Ok(Pkcs11Signer { session: Mutex::new(session), key, curve, point, _ctx: ctx })
+        Ok(Pkcs11Signer {
+            session: Mutex::new(session),
+            key,
+            curve,
+            point,
+            _ctx: ctx,
+        })
     }
 
     /// Generates a key pair inside the token (the private key is sensitive
@@ -124,9 +153,15 @@ impl Pkcs11Signer {
         {
             let (_ctx, session) = open(k)?;
             if find(&session, ObjectClass::PRIVATE_KEY, &k.label)?.is_some() {
-                return Err(PkiError::Token(format!("a key labelled {:?} already exists", k.label)));
+                return Err(PkiError::Token(format!(
+                    "a key labelled {:?} already exists",
+                    k.label
+                )));
             }
-            let params = curve.curve_oid().to_der().map_err(|e| PkiError::encode("curve OID", e))?;
+            let params = curve
+                .curve_oid()
+                .to_der()
+                .map_err(|e| PkiError::encode("curve OID", e))?;
             let label = k.label.as_bytes().to_vec();
             session
                 .generate_key_pair(
@@ -163,10 +198,16 @@ impl CaSigner for Pkcs11Signer {
     }
 
     fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, PkiError> {
-        let s = self.session.lock().map_err(|_| PkiError::Token("session lock poisoned".into()))?;
+        let s = self
+            .session
+            .lock()
+            .map_err(|_| PkiError::Token("session lock poisoned".into()))?;
         let sig = s.sign(&Mechanism::Ecdsa, self.key, digest).map_err(tok)?;
         if sig.len() != 2 * self.curve.field_len() {
-            return Err(PkiError::Token(format!("unexpected CKM_ECDSA signature length {}", sig.len())));
+            return Err(PkiError::Token(format!(
+                "unexpected CKM_ECDSA signature length {}",
+                sig.len()
+            )));
         }
         Ok(sig)
     }

@@ -144,18 +144,32 @@ pub fn spki_der(point: &[u8]) -> Result<Vec<u8>, PkiError> {
         Some(KeyCurve::P384) => p384::PublicKey::from_sec1_bytes(point)
             .map_err(|e| PkiError::malformed("public key", e))?
             .to_public_key_der(),
-        None => return Err(PkiError::malformed("public key", "not an uncompressed P-256 or P-384 point")),
+        None => {
+            return Err(PkiError::malformed(
+                "public key",
+                "not an uncompressed P-256 or P-384 point",
+            ))
+        }
     };
-    Ok(der.map_err(|e| PkiError::encode("public key", e))?.as_bytes().to_vec())
+    Ok(der
+        .map_err(|e| PkiError::encode("public key", e))?
+        .as_bytes()
+        .to_vec())
 }
 
 /// Verifies a raw `r ‖ s` ECDSA signature over `msg` with aws-lc-rs (the
 /// verify path of the cloud).
 pub fn verify_raw(point: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED};
+    use aws_lc_rs::signature::{
+        UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED,
+    };
     match KeyCurve::of_point(point) {
-        Some(KeyCurve::P256) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).verify(msg, sig).is_ok(),
-        Some(KeyCurve::P384) => UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point).verify(msg, sig).is_ok(),
+        Some(KeyCurve::P256) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+            .verify(msg, sig)
+            .is_ok(),
+        Some(KeyCurve::P384) => UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point)
+            .verify(msg, sig)
+            .is_ok(),
         None => false,
     }
 }
@@ -188,8 +202,12 @@ impl SoftwareKey {
     /// Encrypted PKCS#8 PEM (PBES2: scrypt and AES-256-CBC).
     pub fn to_encrypted_pem(&self, passphrase: &[u8]) -> Result<Zeroizing<String>, PkiError> {
         let r = match self {
-            SoftwareKey::P256(k) => k.to_pkcs8_encrypted_pem(&mut OsRng, passphrase, der::pem::LineEnding::LF),
-            SoftwareKey::P384(k) => k.to_pkcs8_encrypted_pem(&mut OsRng, passphrase, der::pem::LineEnding::LF),
+            SoftwareKey::P256(k) => {
+                k.to_pkcs8_encrypted_pem(&mut OsRng, passphrase, der::pem::LineEnding::LF)
+            }
+            SoftwareKey::P384(k) => {
+                k.to_pkcs8_encrypted_pem(&mut OsRng, passphrase, der::pem::LineEnding::LF)
+            }
         };
         r.map_err(|e| PkiError::encode("encrypted PKCS#8", e))
     }
@@ -197,7 +215,10 @@ impl SoftwareKey {
     /// Reads an encrypted PKCS#8 PEM.
     pub fn from_encrypted_pem(pem: &str, passphrase: &[u8]) -> Result<SoftwareKey, PkiError> {
         if !pem.contains("ENCRYPTED PRIVATE KEY") {
-            return Err(PkiError::malformed("key file", "not an encrypted PKCS#8 PEM (ENCRYPTED PRIVATE KEY)"));
+            return Err(PkiError::malformed(
+                "key file",
+                "not an encrypted PKCS#8 PEM (ENCRYPTED PRIVATE KEY)",
+            ));
         }
         if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_encrypted_pem(pem, passphrase) {
             return Ok(SoftwareKey::P256(k));
@@ -226,9 +247,10 @@ impl SoftwareKey {
 
     /// Reads a key saved by [`SoftwareKey::save`].
     pub fn load(path: &std::path::Path, passphrase: &[u8]) -> Result<SoftwareKey, PkiError> {
-        let pem = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|e| PkiError::malformed("key file", format!("{}: {e}", path.display())))?,
-        );
+        let pem =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                PkiError::malformed("key file", format!("{}: {e}", path.display()))
+            })?);
         SoftwareKey::from_encrypted_pem(&pem, passphrase)
     }
 }
@@ -243,8 +265,16 @@ impl CaSigner for SoftwareKey {
 
     fn public_point(&self) -> Vec<u8> {
         match self {
-            SoftwareKey::P256(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
-            SoftwareKey::P384(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
+            SoftwareKey::P256(k) => k
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+            SoftwareKey::P384(k) => k
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
         }
     }
 
@@ -252,13 +282,15 @@ impl CaSigner for SoftwareKey {
         use ecdsa::signature::hazmat::RandomizedPrehashSigner;
         match self {
             SoftwareKey::P256(k) => {
-                let s: p256::ecdsa::Signature =
-                    k.sign_prehash_with_rng(&mut OsRng, digest).map_err(|e| PkiError::encode("signature", e))?;
+                let s: p256::ecdsa::Signature = k
+                    .sign_prehash_with_rng(&mut OsRng, digest)
+                    .map_err(|e| PkiError::encode("signature", e))?;
                 Ok(s.to_bytes().to_vec())
             }
             SoftwareKey::P384(k) => {
-                let s: p384::ecdsa::Signature =
-                    k.sign_prehash_with_rng(&mut OsRng, digest).map_err(|e| PkiError::encode("signature", e))?;
+                let s: p384::ecdsa::Signature = k
+                    .sign_prehash_with_rng(&mut OsRng, digest)
+                    .map_err(|e| PkiError::encode("signature", e))?;
                 Ok(s.to_bytes().to_vec())
             }
         }

@@ -2,9 +2,13 @@
 //! building with its work budget, time, the required EKU as a parameter,
 //! revocation lists, and the most specific error first.
 
+use der::Decode;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use std::time::SystemTime;
-use webpki::{CertRevocationList, EndEntityCert, KeyUsage, OwnedCertRevocationList, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy};
+use webpki::{
+    CertRevocationList, EndEntityCert, KeyUsage, OwnedCertRevocationList, RevocationCheckDepth,
+    RevocationOptionsBuilder, UnknownStatusPolicy,
+};
 
 /// Why a device certificate was refused. Ordered as webpki ranks them: the
 /// most useful reason is reported when several paths fail.
@@ -41,6 +45,13 @@ pub enum ValidationError {
     /// Path building ran out of its work budget (a hostile chain).
     #[error("path building budget exceeded")]
     Budget,
+    /// A revocation list is unusable (unsigned by a CRL signer, no CRL
+    /// number, bad signature).
+    #[error("bad revocation list: {0}")]
+    BadCrl(&'static str),
+    /// The device key is not of an allowed type (P-256 or P-384).
+    #[error("device key type not allowed: {0}")]
+    KeyPolicy(String),
     /// Anything else webpki refuses.
     #[error("certificate refused: {0}")]
     Other(String),
@@ -59,13 +70,23 @@ impl From<webpki::Error> for ValidationError {
             E::CertNotValidYet { .. } => ValidationError::NotYetValid,
             E::CertRevoked => ValidationError::Revoked,
             E::RequiredEkuNotFoundContext(_) => ValidationError::WrongEku,
-            E::CaUsedAsEndEntity => ValidationError::Role("a CA certificate used as a device certificate"),
+            E::CaUsedAsEndEntity => {
+                ValidationError::Role("a CA certificate used as a device certificate")
+            }
             E::EndEntityUsedAsCa => ValidationError::Role("a device certificate used as a CA"),
             E::PathLenConstraintViolated => ValidationError::PathLen,
-            E::MaximumPathBuildCallsExceeded | E::MaximumSignatureChecksExceeded | E::MaximumPathDepthExceeded => {
-                ValidationError::Budget
+            E::MaximumPathBuildCallsExceeded
+            | E::MaximumSignatureChecksExceeded
+            | E::MaximumPathDepthExceeded => ValidationError::Budget,
+            E::IssuerNotCrlSigner => {
+                ValidationError::BadCrl("the CRL issuer lacks the cRLSign key usage")
             }
-            E::BadDer | E::BadDerTime | E::TrailingData(_) => ValidationError::Malformed(format!("{e:?}")),
+            E::InvalidCrlSignatureForPublicKey => {
+                ValidationError::BadCrl("the CRL signature does not verify")
+            }
+            E::BadDer | E::BadDerTime | E::TrailingData(_) => {
+                ValidationError::Malformed(format!("{e:?}"))
+            }
             other => ValidationError::Other(format!("{other:?}")),
         }
     }
@@ -103,13 +124,19 @@ pub struct ValidatedDevice {
 /// Validates device certificates against registered CAs.
 pub struct DeviceValidator {
     anchors: Vec<TrustAnchor<'static>>,
+    anchor_certs: Vec<x509_cert::Certificate>,
+    /// Issuer names of the CRLs, to check each against its issuing CA.
+    crl_issuers: Vec<x509_cert::name::Name>,
     crls: Vec<OwnedCertRevocationList>,
     eku: RequiredEku,
 }
 
 impl std::fmt::Debug for DeviceValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceValidator").field("anchors", &self.anchors.len()).field("crls", &self.crls.len()).finish()
+        f.debug_struct("DeviceValidator")
+            .field("anchors", &self.anchors.len())
+            .field("crls", &self.crls.len())
+            .finish()
     }
 }
 
@@ -117,31 +144,99 @@ impl DeviceValidator {
     /// A validator trusting these CA certificates (DER).
     pub fn new(anchors: &[Vec<u8>], eku: RequiredEku) -> Result<DeviceValidator, ValidationError> {
         let mut out = Vec::with_capacity(anchors.len());
+        let mut certs = Vec::with_capacity(anchors.len());
         for a in anchors {
             let der = CertificateDer::from(a.as_slice());
             let ta = webpki::anchor_from_trusted_cert(&der).map_err(ValidationError::from)?;
             out.push(ta.to_owned());
+            certs.push(
+                x509_cert::Certificate::from_der(a)
+                    .map_err(|e| ValidationError::Malformed(e.to_string()))?,
+            );
         }
-        Ok(DeviceValidator { anchors: out, crls: Vec::new(), eku })
+        Ok(DeviceValidator {
+            anchors: out,
+            anchor_certs: certs,
+            crl_issuers: Vec::new(),
+            crls: Vec::new(),
+            eku,
+        })
     }
 
     /// Adds a CRL (DER). Its signature is checked against the issuing CA
-    /// during validation.
+    /// during validation. A CRL without a CRL number (RFC 5280 §5.2.3: a
+    /// conforming issuer MUST include it) is refused.
     pub fn add_crl(&mut self, der: &[u8]) -> Result<(), ValidationError> {
-        self.crls.push(OwnedCertRevocationList::from_der(der).map_err(ValidationError::from)?);
+        let list = x509_cert::crl::CertificateList::from_der(der)
+            .map_err(|e| ValidationError::Malformed(e.to_string()))?;
+        let has_number = list
+            .tbs_cert_list
+            .crl_extensions
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .any(|e| {
+                e.extn_id == <x509_cert::ext::pkix::CrlNumber as const_oid::AssociatedOid>::OID
+            });
+        if !has_number {
+            return Err(ValidationError::BadCrl("no CRL number"));
+        }
+        self.crls
+            .push(OwnedCertRevocationList::from_der(der).map_err(ValidationError::from)?);
+        self.crl_issuers.push(list.tbs_cert_list.issuer);
+        Ok(())
+    }
+
+    /// A CRL must come from a CA allowed to sign CRLs: webpki cannot see
+    /// the key usage of a trust anchor, so it is checked here.
+    fn check_crl_signers(&self) -> Result<(), ValidationError> {
+        use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+        for issuer in &self.crl_issuers {
+            for ca in self
+                .anchor_certs
+                .iter()
+                .filter(|c| &c.tbs_certificate.subject == issuer)
+            {
+                if let Ok(Some((_, ku))) = ca.tbs_certificate.get::<KeyUsage>() {
+                    if !ku.0.contains(KeyUsages::CRLSign) {
+                        return Err(ValidationError::BadCrl(
+                            "the CRL issuer lacks the cRLSign key usage",
+                        ));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
     /// Validates `leaf` with the `intermediates` the device presented, at `time`.
-    pub fn validate(&self, leaf: &[u8], intermediates: &[Vec<u8>], time: SystemTime) -> Result<ValidatedDevice, ValidationError> {
+    pub fn validate(
+        &self,
+        leaf: &[u8],
+        intermediates: &[Vec<u8>],
+        time: SystemTime,
+    ) -> Result<ValidatedDevice, ValidationError> {
+        self.check_crl_signers()?;
+        check_leaf_key(leaf)?;
         let leaf_der = CertificateDer::from(leaf);
         let ee = EndEntityCert::try_from(&leaf_der).map_err(ValidationError::from)?;
-        let inter: Vec<CertificateDer<'_>> = intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
-        let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        let crls: Vec<CertRevocationList<'_>> = self.crls.iter().map(|c| CertRevocationList::Owned(c.clone())).collect();
+        let inter: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        let since = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let crls: Vec<CertRevocationList<'_>> = self
+            .crls
+            .iter()
+            .map(|c| CertRevocationList::Owned(c.clone()))
+            .collect();
         let crl_refs: Vec<&CertRevocationList<'_>> = crls.iter().collect();
         let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
-            b.with_depth(RevocationCheckDepth::EndEntity).with_status_policy(UnknownStatusPolicy::Allow).build()
+            b.with_depth(RevocationCheckDepth::EndEntity)
+                .with_status_policy(UnknownStatusPolicy::Allow)
+                .build()
         });
         let path = ee
             .verify_for_usage(
@@ -154,7 +249,30 @@ impl DeviceValidator {
                 None,
             )
             .map_err(ValidationError::from)?;
-        let issuer_der = path.intermediate_certificates().next().map(|c| c.der().to_vec());
+        let issuer_der = path
+            .intermediate_certificates()
+            .next()
+            .map(|c| c.der().to_vec());
         Ok(ValidatedDevice { issuer_der })
     }
+}
+
+/// Device keys must be EC P-256 or P-384: weak, legacy or unexpected key
+/// types are refused before any path is built.
+fn check_leaf_key(leaf: &[u8]) -> Result<(), ValidationError> {
+    let cert = x509_cert::Certificate::from_der(leaf)
+        .map_err(|e| ValidationError::Malformed(e.to_string()))?;
+    let alg = &cert.tbs_certificate.subject_public_key_info.algorithm;
+    if alg.oid != crate::signer::EC_PUBLIC_KEY {
+        return Err(ValidationError::KeyPolicy(format!("algorithm {}", alg.oid)));
+    }
+    let curve = alg
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok())
+        .ok_or_else(|| ValidationError::KeyPolicy("EC key without a named curve".into()))?;
+    if curve != crate::signer::SECP256R1 && curve != crate::signer::SECP384R1 {
+        return Err(ValidationError::KeyPolicy(format!("curve {curve}")));
+    }
+    Ok(())
 }

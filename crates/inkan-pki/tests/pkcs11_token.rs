@@ -2,60 +2,125 @@
 //! never exported, issuing a chain that openssl accepts. One test per binary
 //! because SOFTHSM2_CONF is process-wide.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cloned_ref_to_slice_refs)]
 
 use inkan_pki::cert;
 use inkan_pki::pkcs11::{Pkcs11Signer, TokenKey};
 use inkan_pki::validate::RequiredEku;
-use inkan_pki::{CaSigner, CertPolicy, DeviceProfile, DeviceValidator, KeyCurve, PkiError, SoftwareKey};
+use inkan_pki::{
+    CaSigner, CertPolicy, DeviceProfile, DeviceValidator, KeyCurve, PkiError, SoftwareKey,
+};
 use std::process::Command;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 #[test]
 fn token_held_ca_keys_issue_valid_chains() {
-    assert!(std::path::Path::new(MODULE).exists(), "SoftHSM2 is not installed: run scripts/test.sh (it installs softhsm2)");
+    assert!(
+        std::path::Path::new(MODULE).exists(),
+        "SoftHSM2 is not installed: run scripts/test.sh (it installs softhsm2)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::create_dir(&tokens).unwrap();
     let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display())).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
     // Set before this test binary loads the module.
     std::env::set_var("SOFTHSM2_CONF", &conf);
     let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", "inkan-ca", "--so-pin", "87654321", "--pin", "123456"])
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "inkan-ca",
+            "--so-pin",
+            "87654321",
+            "--pin",
+            "123456",
+        ])
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let key = |label: &str| TokenKey { module: MODULE.into(), token: "inkan-ca".into(), pin: "123456".into(), label: label.into() };
+    let key = |label: &str| TokenKey {
+        module: MODULE.into(),
+        token: "inkan-ca".into(),
+        pin: "123456".into(),
+        label: label.into(),
+    };
     // A wrong PIN is refused (tested before any session logs in: PKCS#11
     // login state is shared by all sessions of a process).
     let mut bad = key("root");
     bad.pin = "000000".into();
-    assert!(matches!(Pkcs11Signer::generate(&bad, KeyCurve::P256), Err(PkiError::Token(m)) if m.contains("PIN")));
+    assert!(
+        matches!(Pkcs11Signer::generate(&bad, KeyCurve::P256), Err(PkiError::Token(m)) if m.contains("PIN"))
+    );
     let root_signer = Pkcs11Signer::generate(&key("root"), KeyCurve::P256).unwrap();
     let family_signer = Pkcs11Signer::generate(&key("family-thermo"), KeyCurve::P384).unwrap();
     // The same label twice is refused; an unknown token is a clear error.
-    assert!(matches!(Pkcs11Signer::generate(&key("root"), KeyCurve::P256), Err(PkiError::Token(m)) if m.contains("already exists")));
+    assert!(
+        matches!(Pkcs11Signer::generate(&key("root"), KeyCurve::P256), Err(PkiError::Token(m)) if m.contains("already exists"))
+    );
     let mut unknown = key("root");
     unknown.token = "nope".into();
-    assert!(matches!(Pkcs11Signer::open(&unknown), Err(PkiError::Token(m)) if m.contains("no token labelled")));
+    assert!(
+        matches!(Pkcs11Signer::open(&unknown), Err(PkiError::Token(m)) if m.contains("no token labelled"))
+    );
 
     let policy = CertPolicy::default();
     let root = cert::issue_root(&root_signer, "inkan token test", "token root", &policy).unwrap();
-    let family = cert::issue_family(&root_signer, &root, &family_signer.public_point(), "inkan token test", "thermo", &policy).unwrap();
+    let family = cert::issue_family(
+        &root_signer,
+        &root,
+        &family_signer.public_point(),
+        "inkan token test",
+        "thermo",
+        &policy,
+    )
+    .unwrap();
     // Reopening the token finds the same keys.
     let reopened = Pkcs11Signer::open(&key("family-thermo")).unwrap();
     assert_eq!(reopened.public_point(), family_signer.public_point());
     let device_key = SoftwareKey::generate(KeyCurve::P256);
-    let profile = DeviceProfile { serial: "0011223344".into(), organization: "inkan token test".into(), family: "thermo".into(), key_agreement: true };
-    let device = cert::issue_device(&reopened, &family, &device_key.public_point(), &profile, &policy).unwrap();
+    let profile = DeviceProfile {
+        serial: "0011223344".into(),
+        organization: "inkan token test".into(),
+        family: "thermo".into(),
+        key_agreement: true,
+    };
+    let device = cert::issue_device(
+        &reopened,
+        &family,
+        &device_key.public_point(),
+        &profile,
+        &policy,
+    )
+    .unwrap();
 
     let v = DeviceValidator::new(&[root.der.clone()], RequiredEku::ClientAuth).unwrap();
-    v.validate(&device.der, &[family.der.clone()], std::time::SystemTime::now()).unwrap();
-    let (r, f, d) = (dir.path().join("r.pem"), dir.path().join("f.pem"), dir.path().join("d.pem"));
+    v.validate(
+        &device.der,
+        &[family.der.clone()],
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let (r, f, d) = (
+        dir.path().join("r.pem"),
+        dir.path().join("f.pem"),
+        dir.path().join("d.pem"),
+    );
     std::fs::write(&r, root.to_pem()).unwrap();
     std::fs::write(&f, family.to_pem()).unwrap();
     std::fs::write(&d, device.to_pem()).unwrap();
@@ -67,5 +132,10 @@ fn token_held_ca_keys_issue_valid_chains() {
         .arg(&d)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -51,7 +51,10 @@ impl Transport for Tap {
         let mut m = self.mitm.lock().unwrap();
         if m.drop_response {
             m.drop_response = false;
-            return Err(BusError::Io(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "line noise")));
+            return Err(BusError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "line noise",
+            )));
         }
         if len > 5 && m.tamper_response {
             m.tamper_response = false;
@@ -184,7 +187,10 @@ fn lost_response_is_followed_by_counter_resynchronisation() {
     // The chip executes the MAC'd update (its counter moves on) but the
     // response is lost on the way back.
     mitm.lock().unwrap().drop_response = true;
-    assert!(matches!(d.update_zone(4, 0, b"balance=070"), Err(DriverError::Bus(_))));
+    assert!(matches!(
+        d.update_zone(4, 0, b"balance=070"),
+        Err(DriverError::Bus(_))
+    ));
     // The driver re-queries the counter before the next protected command.
     assert_eq!(d.read_zone(4, 0, 11).unwrap(), b"balance=070");
     d.update_zone(4, 0, b"balance=080").unwrap();
