@@ -2,7 +2,11 @@
 //! -x509_strict -purpose sslclient`, and linted by pkilint; and the attacks
 //! on validation each fail with their specific error.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cloned_ref_to_slice_refs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cloned_ref_to_slice_refs
+)]
 
 use inkan_pki::cert::{self, IssuedCert};
 use inkan_pki::crl::{self, Revoked};

@@ -8,7 +8,11 @@
 //! Vectors come from `INKAN_LIMBO_DIR`, defaulting to the repository's
 //! `vectors/limbo`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cloned_ref_to_slice_refs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cloned_ref_to_slice_refs
+)]
 
 use inkan_pki::cert::IssuedCert;
 use inkan_pki::signer::verify_raw;

@@ -1,7 +1,11 @@
 //! Batch manifests: signed by a key certified under the root, verified
 //! before anything is read from them; tampering and foreign signers fail.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cloned_ref_to_slice_refs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cloned_ref_to_slice_refs
+)]
 
 use inkan_pki::cert;
 use inkan_pki::manifest::{self, Manifest, ManifestEntry};

@@ -2,7 +2,11 @@
 //! never exported, issuing a chain that openssl accepts. One test per binary
 //! because SOFTHSM2_CONF is process-wide.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cloned_ref_to_slice_refs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cloned_ref_to_slice_refs
+)]
 
 use inkan_pki::cert;
 use inkan_pki::pkcs11::{Pkcs11Signer, TokenKey};

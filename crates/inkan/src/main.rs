@@ -4,6 +4,7 @@
 mod alloc;
 mod bench;
 mod demo;
+mod factory;
 mod se;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ Examples:
   inkan se init --state chip.json --personality a120
   inkan se serve --state chip.json --listen unix:/tmp/se.sock
   inkan se --connect unix:/tmp/se.sock query product
+  inkan factory init --org 'Example Devices'    (CA passphrase from $INKAN_CA_PASSPHRASE)
+  inkan factory personalize --family thermo --count 100
   inkan bench se                                measure the secure element")]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +42,9 @@ enum Command {
     /// The secure element: run an emulated STSAFE-A chip, or talk to one
     /// (emulated or real) through the host driver.
     Se(se::Args),
+    /// The factory: CA hierarchy, families, personalization of secure
+    /// elements, signed batch manifests, revocation lists.
+    Factory(factory::Args),
     /// Benchmarks, each printed next to a reference measured in the same run.
     #[command(subcommand, after_help = "Example:\n  inkan bench se --seconds 5")]
     Bench(bench::Which),
@@ -49,6 +55,7 @@ fn main() {
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Se(a) => se::run(a),
+        Command::Factory(a) => factory::run(a),
         Command::Bench(w) => bench::run(w),
     };
     if let Err(e) = result {

@@ -892,6 +892,16 @@ impl<T: Transport> Driver<T> {
         self.refresh_table()
     }
 
+    /// Sets the A120 host-key provisioning control (Put Attribute 0x4A):
+    /// 0 forbids any further host-key provisioning.
+    pub fn set_host_key_provisioning(&mut self, flags: u8) -> Result<(), DriverError> {
+        self.cmd(
+            CommandCode::PUT_ATTRIBUTE,
+            &[Tag::HOST_KEY_PROVISIONING_CONTROL.0, flags, 0xFF],
+        )
+        .map(drop)
+    }
+
     fn refresh_table(&mut self) -> Result<(), DriverError> {
         if self.session.is_some() {
             let (_, t) = self.command_table()?;
