@@ -23,12 +23,22 @@ pub enum Which {
         #[arg(long, default_value_t = 10_000)]
         chips: usize,
     },
+    /// The factory: chips personalized per second (in-memory chips and
+    /// chips with an NVM file each), where the time goes, next to the raw
+    /// cryptography a chip needs measured in the same run.
+    #[command(after_help = "Example:\n  inkan bench factory --chips 200")]
+    Factory {
+        /// Chips per measurement.
+        #[arg(long, default_value_t = 100)]
+        chips: usize,
+    },
 }
 
 /// Runs a benchmark.
 pub fn run(w: Which) -> Result<()> {
     match w {
         Which::Se { seconds, chips } => se(Duration::from_secs_f64(seconds), chips),
+        Which::Factory { chips } => factory(chips),
     }
 }
 
@@ -128,5 +138,90 @@ fn se(time: Duration, chips: usize) -> Result<()> {
     println!("  heap per chip {:>10.0} bytes   (reference: the zones alone, {nvm_bytes} bytes; ratio {:.2})", per_chip, per_chip / nvm_bytes as f64);
     println!("  NVM image on disk {image} bytes (JSON); created {chips} chips with key generation in {:.2} s", made.as_secs_f64());
     drop(fleet);
+    Ok(())
+}
+
+fn factory(n: usize) -> Result<()> {
+    use inkan_factory::personalize::BatchConfig;
+    use inkan_factory::{Factory, InitOptions, KeyStore, Personalizer, Secrets};
+    use inkan_pki::{CaSigner, CertPolicy, KeyCurve, SoftwareKey};
+    println!("inkan bench factory: {n} chips per figure (A120, P-256, file-held CA keys)");
+    let dir = tempfile::tempdir()?;
+    let secrets = Secrets {
+        passphrase: Some(zeroize::Zeroizing::new(b"bench".to_vec())),
+        pin: None,
+    };
+    let opts = InitOptions {
+        organization: "bench".into(),
+        curve: KeyCurve::P256,
+        policy: CertPolicy::default(),
+        keys: KeyStore::File,
+        anchors: None,
+    };
+    let f = Factory::init(&dir.path().join("factory"), opts, secrets)?;
+    f.create_family("bench", KeyCurve::P256, true)?;
+
+    // Reference: the cryptography one chip costs, done directly: key
+    // generation, certificate signing (one ECDSA signature over ~400 bytes),
+    // two chip signatures and two verifications (recovery-free path).
+    let family_key = SoftwareKey::generate(KeyCurve::P256);
+    let t = Instant::now();
+    for _ in 0..n {
+        let k = SoftwareKey::generate(KeyCurve::P256);
+        let _ = inkan_pki::signer::sign_raw(&family_key, &[0x30; 400])?;
+        let sig = k.sign_digest(&[7; 32])?;
+        let _ = inkan_factory::personalize::verify_digest(&k.public_point(), &[7; 32], &sig);
+    }
+    let raw = n as f64 / t.elapsed().as_secs_f64();
+
+    let mut rows = Vec::new();
+    for (label, persistent) in [
+        ("in-memory chips", false),
+        ("chips with an NVM file each (fsync per command)", true),
+    ] {
+        let batch = if persistent { "disk" } else { "mem" };
+        let cfg = BatchConfig {
+            family: "bench".into(),
+            count: if persistent { n } else { 0 },
+            personality: inkan_se::Personality::A120,
+        };
+        let mut p = Personalizer::open(&f, "bench", batch, &cfg)?;
+        let t = Instant::now();
+        if persistent {
+            for path in p.emulated_chips(n, inkan_se::Personality::A120)? {
+                let mut d = Driver::new(InProcess::new(Chip::open(&path)?))?;
+                p.personalize(&mut d, Some(&path))?;
+            }
+        } else {
+            for _ in 0..n {
+                let mut d = Driver::new(InProcess::new(Chip::new_random(Personality::A120)))?;
+                p.personalize(&mut d, None)?;
+            }
+        }
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        p.finish()?;
+        rows.push((label, rate, p.times));
+    }
+    println!();
+    println!("{:<52} {:>10} {:>8}", "", "chips/s", "ratio");
+    println!(
+        "{:<52} {:>10.1} {:>8}",
+        "raw crypto of one chip (reference)", raw, "1.00"
+    );
+    for (label, rate, _) in &rows {
+        println!("{label:<52} {rate:>10.1} {:>8.3}", rate / raw);
+    }
+    println!();
+    println!("where the time goes, ms per chip: key generation in the chip | issuance + journal | pairing, writes, read-backs | access conditions, lock, checks");
+    for (label, _, t) in &rows {
+        let per = |d: Duration| d.as_secs_f64() * 1000.0 / t.chips.max(1) as f64;
+        println!(
+            "  {label:<50} {:>6.2} | {:>6.2} | {:>6.2} | {:>6.2}",
+            per(t.keygen),
+            per(t.issue),
+            per(t.write),
+            per(t.lock_verify)
+        );
+    }
     Ok(())
 }

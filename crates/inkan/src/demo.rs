@@ -232,9 +232,147 @@ pub fn run(a: Args) -> Result<()> {
         nvm.slots[0].key.is_some()
     );
 
-    println!("\nsummary: chip {serial} set up and locked, 2 challenges signed and verified, {refused} attacks or misuses refused; {:.2} s", started.elapsed().as_secs_f64());
+    let chip_summary = format!("chip {serial} set up and locked, 2 challenges signed and verified, {refused} attacks or misuses refused");
+
+    println!("\n--- the factory: a family of devices personalized ---");
+    let fam = factory_chapter(&dir, &mut n)?;
+
+    println!(
+        "\nsummary: {chip_summary}; {fam}; {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     drop(tmp);
     Ok(())
+}
+
+/// The factory chapter: root and family CAs, a batch of emulated chips
+/// personalized with keys born inside them, a signed manifest.
+fn factory_chapter(dir: &std::path::Path, n: &mut u32) -> Result<String> {
+    use inkan_factory::{Factory, InitOptions, KeyStore, Secrets};
+    use inkan_pki::cert::IssuedCert;
+    use inkan_pki::validate::RequiredEku;
+    use inkan_pki::{CertPolicy, DeviceValidator, KeyCurve};
+    use std::time::SystemTime;
+
+    step(n, "The factory creates its root CA, manifest signer and trust anchors (CA keys: encrypted PKCS#8)");
+    let fdir = dir.join("factory");
+    if fdir.exists() {
+        std::fs::remove_dir_all(&fdir)?;
+    }
+    let mut pass = [0u8; 24];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut pass);
+    let secrets = Secrets {
+        passphrase: Some(zeroize::Zeroizing::new(hex::encode(pass).into_bytes())),
+        pin: None,
+    };
+    let opts = InitOptions {
+        organization: "inkan demo devices".into(),
+        curve: KeyCurve::P256,
+        policy: CertPolicy::default(),
+        keys: KeyStore::File,
+        anchors: None,
+    };
+    let f = Factory::init(&fdir, opts, secrets)?;
+    let root = f.root()?;
+    println!("    root: {}", root.subject());
+
+    step(
+        n,
+        "A family CA (pathLen 0) is created for the 'thermo' product line",
+    );
+    let family = f.create_family("thermo", KeyCurve::P256, true)?;
+    println!("    family: {}", family.subject());
+
+    let count = 8;
+    step(n, &format!("{count} emulated STSAFE-A120 chips are personalized: key in the chip, DevID certificate, anchors, host keys, lock"));
+    let pb = crate::factory::progress(count as u64);
+    let (report, times) = crate::factory::personalize_emulated(
+        &f,
+        "thermo",
+        "demo-1",
+        count,
+        Personality::A120,
+        &pb,
+    )?;
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1000.0 / times.chips.max(1) as f64;
+    println!(
+        "    {} chips; per chip {:.1} ms keygen, {:.1} ms issuance, {:.1} ms writes, {:.1} ms lock and checks",
+        report.chips,
+        per(times.keygen),
+        per(times.issue),
+        per(times.write),
+        per(times.lock_verify)
+    );
+
+    step(
+        n,
+        "The batch manifest (COSE_Sign1) verifies against the root; every device chain validates",
+    );
+    let m =
+        inkan_pki::manifest::verify(&std::fs::read(&report.manifest)?, &root, SystemTime::now())?;
+    let validator = DeviceValidator::new(std::slice::from_ref(&root.der), RequiredEku::ClientAuth)?;
+    for e in &m.entries {
+        validator.validate(
+            &e.certificate,
+            std::slice::from_ref(&family.der),
+            SystemTime::now(),
+        )?;
+    }
+    let first = IssuedCert::from_der(&m.entries[0].certificate)?;
+    println!(
+        "    {} entries, e.g. {} (serialNumber={})",
+        m.entries.len(),
+        first.subject(),
+        first.subject_serial_number().unwrap_or_default()
+    );
+
+    step(n, "Two attacks on the factory's output are refused");
+    let mut tampered = std::fs::read(&report.manifest)?;
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 1;
+    match inkan_pki::manifest::verify(&tampered, &root, SystemTime::now()) {
+        Err(e) => println!("    a tampered manifest: refused ({e})"),
+        Ok(_) => anyhow::bail!("a tampered manifest was accepted"),
+    }
+    let rogue_key = inkan_pki::SoftwareKey::generate(KeyCurve::P256);
+    let rogue_root = inkan_pki::cert::issue_root(
+        &rogue_key,
+        "inkan demo devices",
+        "inkan demo devices root CA",
+        &CertPolicy::default(),
+    )?;
+    let rogue_family = inkan_pki::cert::issue_family(
+        &rogue_key,
+        &rogue_root,
+        &inkan_pki::CaSigner::public_point(&rogue_key),
+        "inkan demo devices",
+        "thermo",
+        &CertPolicy::default(),
+    )?;
+    let rogue_dev = inkan_pki::cert::issue_device(
+        &rogue_key,
+        &rogue_family,
+        &inkan_pki::CaSigner::public_point(&inkan_pki::SoftwareKey::generate(KeyCurve::P256)),
+        &inkan_pki::DeviceProfile {
+            serial: first.subject_serial_number().unwrap_or_default(),
+            organization: "inkan demo devices".into(),
+            family: "thermo".into(),
+            key_agreement: true,
+        },
+        &CertPolicy::default(),
+    )?;
+    match validator.validate(
+        &rogue_dev.der,
+        std::slice::from_ref(&rogue_family.der),
+        SystemTime::now(),
+    ) {
+        Err(e) => println!("    a cloned identity from a look-alike CA: refused ({e})"),
+        Ok(_) => anyhow::bail!("a rogue certificate validated"),
+    }
+    Ok(format!(
+        "{} devices personalized into family thermo, manifest verified",
+        m.entries.len()
+    ))
 }
 
 fn ecdsa_ok(vk: &p256::ecdsa::VerifyingKey, digest: &[u8], sig: &[u8]) -> bool {
