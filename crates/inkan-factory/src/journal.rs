@@ -32,97 +32,85 @@ pub enum Event {
     },
 }
 
-/// An append-only, fsynced JSON-lines file.
-#[derive(Debug)]
-pub struct Journal {
-    path: PathBuf,
-    file: std::fs::File,
-    /// Chip serial → Issued event.
+/// What a journal says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// Chip serial → its Issued event.
     pub issued: HashMap<String, Event>,
-    /// Chip serial → Done time.
+    /// Chip serial → when it was finished.
     pub done: HashMap<String, u64>,
-    /// Serials in the order they were issued.
+    /// Serials in the order their certificates were issued.
     pub order: Vec<String>,
 }
 
-/// What a journal says, read without opening it for writing.
-pub fn replay(path: &Path) -> Result<(HashMap<String, Event>, HashMap<String, u64>), FactoryError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(FactoryError::io(path, e)),
-    };
-    let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
-    let (mut issued, mut done) = (HashMap::new(), HashMap::new());
-    for (n, line) in complete.lines().enumerate() {
-        let ev: Event = serde_json::from_str(line).map_err(|e| FactoryError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("line {}: {e}", n + 1),
-        })?;
-        match &ev {
-            Event::Issued { serial, .. } => {
-                issued.insert(serial.clone(), ev.clone());
-            }
-            Event::Done { serial, time } => {
-                done.insert(serial.clone(), *time);
-            }
-        }
-    }
-    Ok((issued, done))
-}
-
-impl Journal {
-    /// Opens (creating) a journal and replays it.
-    pub fn open(path: &Path) -> Result<Journal, FactoryError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(FactoryError::io(path, e)),
-        };
-        let mut j = Journal {
-            path: path.to_path_buf(),
-            file: std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| FactoryError::io(path, e))?,
-            issued: HashMap::new(),
-            done: HashMap::new(),
-            order: Vec::new(),
-        };
-        let complete = match text.rfind('\n') {
-            Some(i) => &text[..=i],
-            None => "",
-        };
-        for (n, line) in complete.lines().enumerate() {
-            let ev: Event = serde_json::from_str(line).map_err(|e| FactoryError::Corrupt {
-                path: path.to_path_buf(),
-                reason: format!("line {}: {e}", n + 1),
-            })?;
-            j.apply(ev);
-        }
-        if complete.len() != text.len() {
-            // A torn final line from a crash: cut it so the next append
-            // starts on a fresh line.
-            j.file
-                .set_len(complete.len() as u64)
-                .map_err(|e| FactoryError::io(path, e))?;
-        }
-        Ok(j)
-    }
-
+impl State {
     fn apply(&mut self, ev: Event) {
         match &ev {
             Event::Issued { serial, .. } => {
                 if !self.issued.contains_key(serial) {
                     self.order.push(serial.clone());
                 }
-                self.issued.insert(serial.clone(), ev.clone());
+                self.issued.insert(serial.clone(), ev);
             }
             Event::Done { serial, time } => {
                 self.done.insert(serial.clone(), *time);
             }
         }
+    }
+}
+
+/// Reads a journal without opening it for writing. Returns the state and
+/// the length of its complete lines.
+pub fn replay(path: &Path) -> Result<(State, usize), FactoryError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(FactoryError::io(path, e)),
+    };
+    let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+    let mut state = State::default();
+    for (n, line) in complete.lines().enumerate() {
+        let ev: Event = serde_json::from_str(line).map_err(|e| FactoryError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("line {}: {e}", n + 1),
+        })?;
+        state.apply(ev);
+    }
+    Ok((state, complete.len()))
+}
+
+/// An append-only, fsynced JSON-lines file.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+    /// What the journal says so far.
+    pub state: State,
+}
+
+impl Journal {
+    /// Opens (creating) a journal and replays it. A torn final line is cut
+    /// so that the next event starts on a fresh line.
+    pub fn open(path: &Path) -> Result<Journal, FactoryError> {
+        let (state, complete) = replay(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| FactoryError::io(path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| FactoryError::io(path, e))?
+            .len();
+        if len != complete as u64 {
+            file.set_len(complete as u64)
+                .map_err(|e| FactoryError::io(path, e))?;
+        }
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            state,
+        })
     }
 
     /// Appends an event and waits until it is on disk.
@@ -138,7 +126,7 @@ impl Journal {
         self.file
             .sync_data()
             .map_err(|e| FactoryError::io(&self.path, e))?;
-        self.apply(ev);
+        self.state.apply(ev);
         Ok(())
     }
 }

@@ -632,7 +632,7 @@ impl Factory {
                 let batch = e.file_name().to_string_lossy().to_string();
                 let j = e.path().join("journal.jsonl");
                 if j.exists() {
-                    for serial in journal::replay(&j)?.0.keys() {
+                    for serial in journal::replay(&j)?.0.issued.keys() {
                         out.insert(serial.clone(), batch.clone());
                     }
                 }

@@ -308,7 +308,7 @@ impl<'f> Personalizer<'f> {
 
     /// Chips already finished in this batch.
     pub fn done(&self) -> usize {
-        self.journal.done.len()
+        self.journal.state.done.len()
     }
 
     /// Creates the emulated chips of the batch (state files under
@@ -409,7 +409,7 @@ impl<'f> Personalizer<'f> {
             serial: serial.clone(),
             source,
         };
-        if self.journal.done.contains_key(&serial) {
+        if self.journal.state.done.contains_key(&serial) {
             return Ok(ChipOutcome::AlreadyDone { serial });
         }
         if let Some(batch) = self.others.get(&serial) {
@@ -448,7 +448,7 @@ impl<'f> Personalizer<'f> {
 
         // 2. The certificate, journalled before it goes anywhere.
         let t = Instant::now();
-        let cert = match self.journal.issued.get(&serial) {
+        let cert = match self.journal.state.issued.get(&serial) {
             Some(Event::Issued { certificate, .. }) => {
                 let der = hex::decode(certificate).map_err(|e| FactoryError::Corrupt {
                     path: self.dir.join("journal.jsonl"),
@@ -603,7 +603,7 @@ impl<'f> Personalizer<'f> {
     /// and writes it to `manifest.cose` in the batch directory.
     pub fn finish(&self) -> Result<BatchReport, FactoryError> {
         let mut entries = Vec::new();
-        for serial in &self.journal.order {
+        for serial in &self.journal.state.order {
             let (
                 Some(time),
                 Some(Event::Issued {
@@ -612,8 +612,8 @@ impl<'f> Personalizer<'f> {
                     ..
                 }),
             ) = (
-                self.journal.done.get(serial),
-                self.journal.issued.get(serial),
+                self.journal.state.done.get(serial),
+                self.journal.state.issued.get(serial),
             )
             else {
                 continue;
