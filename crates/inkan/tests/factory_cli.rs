@@ -273,3 +273,82 @@ fn manifests_crls_and_bad_input() {
         "{list}"
     );
 }
+
+/// The real-factory path: the same personalization talks to a chip through
+/// a transport (here an emulator served on a Unix socket).
+#[test]
+fn personalizes_a_chip_reached_through_a_transport() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    ok(inkan(dir.path())
+        .args(["init", "--org", "Socket Org"])
+        .output()
+        .unwrap());
+    ok(inkan(dir.path())
+        .args(["family", "create", "gate"])
+        .output()
+        .unwrap());
+    let state = dir.path().join("chip.json");
+    let sock = dir.path().join("se.sock");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_inkan"))
+        .args(["se", "serve", "--personality", "a110", "--state"])
+        .arg(&state)
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = format!("unix:{}", sock.display());
+    let out = ok(inkan(dir.path())
+        .args([
+            "personalize",
+            "--family",
+            "gate",
+            "--batch",
+            "line-3",
+            "--connect",
+            &addr,
+        ])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("Personalized") && out.contains("personalized 1 chips"),
+        "{out}"
+    );
+    // Again: the chip is done in this batch, nothing changes.
+    let out = ok(inkan(dir.path())
+        .args([
+            "personalize",
+            "--family",
+            "gate",
+            "--batch",
+            "line-3",
+            "--connect",
+            &addr,
+        ])
+        .output()
+        .unwrap());
+    assert!(out.contains("AlreadyDone"), "{out}");
+    // Another batch sees a locked chip that already has a certificate.
+    let e = err(inkan(dir.path())
+        .args([
+            "personalize",
+            "--family",
+            "gate",
+            "--batch",
+            "line-4",
+            "--connect",
+            &addr,
+        ])
+        .output()
+        .unwrap());
+    assert!(e.contains("duplicate serial"), "{e}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let chip = inkan_se::Chip::open(&state).unwrap();
+    assert_eq!(chip.nvm().life_cycle, 0x83);
+}
