@@ -415,3 +415,39 @@ fn encrypted_key_files_round_trip_and_refuse_a_wrong_passphrase() {
         assert!(k.save(&p, b"x").is_err());
     }
 }
+
+#[test]
+fn hostile_chains_exhaust_the_path_building_budget() {
+    // 150 look-alike intermediates: each has the family's name but its own
+    // key, so path building must try (and fail) a signature for each. The
+    // validator stops at webpki's budget instead of burning CPU.
+    let c = chain(KeyCurve::P256, true);
+    let policy = CertPolicy::default();
+    let mut hostile = Vec::new();
+    for _ in 0..150 {
+        let k = SoftwareKey::generate(KeyCurve::P256);
+        hostile.push(
+            cert::issue_family(
+                &c.root_key,
+                &c.root,
+                &k.public_point(),
+                "inkan test devices",
+                "thermo",
+                &policy,
+            )
+            .unwrap()
+            .der,
+        );
+    }
+    let v = DeviceValidator::new(&[c.root.der.clone()], RequiredEku::ClientAuth).unwrap();
+    let start = std::time::Instant::now();
+    let r = v.validate(&c.device.der, &hostile, SystemTime::now());
+    assert_eq!(r, Err(ValidationError::Budget));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // With the genuine family among them, validation still succeeds when it
+    // comes first.
+    let mut with_real = vec![c.family.der.clone()];
+    with_real.extend(hostile);
+    v.validate(&c.device.der, &with_real, SystemTime::now())
+        .unwrap();
+}
