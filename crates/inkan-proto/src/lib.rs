@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cbor;
+pub mod coap;
 pub mod edhoc;

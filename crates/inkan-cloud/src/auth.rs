@@ -1,0 +1,180 @@
+//! Device authentication: EDHOC responder. The state between message_2 and
+//! message_3 lives in the store (any replica can finish an exchange), is
+//! capped in number, expires, and is taken exactly once.
+
+use crate::registry::{Authorized, Registry, RegistryError};
+use crate::store::StoreError;
+use inkan_proto::edhoc::crypto::{SignatureKey, SoftwareEphemeral, SoftwareSigner};
+use inkan_proto::edhoc::{ConnId, Credential, EdhocError, IdCred, IdCredKind, Responder, ResponderAwaitingMessage3, Suite};
+use std::sync::Mutex;
+
+/// Why an authentication failed (each also lands in the audit log).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The EDHOC layer refused a message.
+    #[error("EDHOC: {0}")]
+    Edhoc(#[from] EdhocError),
+    /// The device's credential was refused.
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    /// message_3 names no pending exchange: unknown, already finished
+    /// (a replay), or purged.
+    #[error("no pending exchange for this C_R (replayed or unknown message_3)")]
+    UnknownExchange,
+    /// The exchange expired before message_3 arrived.
+    #[error("exchange expired")]
+    Expired,
+    /// Too many exchanges are pending (a flood of message_1).
+    #[error("too many pending exchanges")]
+    Busy,
+    /// The device did not present an X.509 chain.
+    #[error("unsupported credential type: {0}")]
+    Credential(&'static str),
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AuthError {
+    /// A short reason for the audit log.
+    pub fn reason(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Limits on pending exchanges.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Seconds an exchange waits for message_3.
+    pub ttl_secs: i64,
+    /// Most exchanges pending at once (across replicas).
+    pub max_pending: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { ttl_secs: 30, max_pending: 10_000 }
+    }
+}
+
+/// The cloud's EDHOC identity: its key (pinned in every device) and the
+/// certificate it presents.
+pub struct CloudIdentity {
+    signer: Mutex<SoftwareSigner>,
+    cred: Credential,
+    id_cred: IdCred,
+}
+
+impl CloudIdentity {
+    /// An identity from the P-256 scalar of the cloud authentication key
+    /// and a certificate for it.
+    pub fn new(scalar: &[u8], certificate_der: &[u8]) -> Result<CloudIdentity, EdhocError> {
+        let signer = SoftwareSigner::from_bytes(Suite::P256Es256, scalar)?;
+        let cred = Credential::x509(certificate_der, signer.public_key());
+        Ok(CloudIdentity { signer: Mutex::new(signer), cred, id_cred: IdCred::x5chain(&[certificate_der.to_vec()]) })
+    }
+}
+
+/// The result of a successful authentication.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    /// The device.
+    pub device: Authorized,
+    /// The session id.
+    pub session_id: String,
+    /// message_4 to send back.
+    pub message_4: Vec<u8>,
+}
+
+/// The authentication service.
+pub struct AuthService {
+    /// The registry.
+    pub registry: Registry,
+    identity: CloudIdentity,
+    limits: Limits,
+}
+
+fn conn_id_hex(c: &ConnId) -> String {
+    hex::encode(&c.0)
+}
+
+impl AuthService {
+    /// A service over a registry.
+    pub fn new(registry: Registry, identity: CloudIdentity, limits: Limits) -> AuthService {
+        AuthService { registry, identity, limits }
+    }
+
+    /// Handles message_1; returns message_2. Errors carry the EDHOC error
+    /// message to send.
+    pub async fn message_1(&self, m1: &[u8], peer: &str) -> Result<Vec<u8>, (AuthError, Vec<u8>)> {
+        let supported = [Suite::P256Es256];
+        let r1 = Responder::process_message_1(m1, &supported).map_err(|e| {
+            let msg = Responder::error_for(&e, &supported);
+            (AuthError::Edhoc(e), msg)
+        })?;
+        let mut c_r = [0u8; 4];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut c_r);
+        let c_r = ConnId(c_r.to_vec());
+        let made = {
+            let mut signer = self.identity.signer.lock().map_err(|_| (AuthError::Busy, Vec::new()))?;
+            let signer: &mut dyn SignatureKey = &mut *signer;
+            r1.prepare_message_2(
+                c_r.clone(),
+                &self.identity.id_cred,
+                &self.identity.cred,
+                &[],
+                Box::new(SoftwareEphemeral::generate(Suite::P256Es256)),
+                signer,
+            )
+        };
+        let (state, m2) = made.map_err(|e| {
+            let msg = Responder::error_for(&e, &supported);
+            (AuthError::Edhoc(e), msg)
+        })?;
+        let stored = self
+            .registry
+            .store
+            .put_exchange(&conn_id_hex(&c_r), &state.to_bytes(), peer, self.limits.ttl_secs, self.limits.max_pending)
+            .await
+            .map_err(|e| (AuthError::Store(e), Vec::new()))?;
+        if !stored {
+            let _ = self.registry.store.audit(None, "authenticate", peer, "refused", "too many pending exchanges").await;
+            return Err((AuthError::Busy, inkan_proto::edhoc::error_message(1, &inkan_proto::edhoc::ErrorInfo::Text("busy".into()))));
+        }
+        Ok(m2)
+    }
+
+    /// Handles message_3 for the exchange `c_r`; authenticates the device.
+    pub async fn message_3(&self, c_r: &ConnId, m3: &[u8], peer: &str) -> Result<Authenticated, AuthError> {
+        let result = self.finish(c_r, m3).await;
+        let store = &self.registry.store;
+        match &result {
+            Ok(a) => {
+                store.audit(Some(&a.device.tenant_id), "authenticate", &a.device.serial, "ok", &format!("session {}", a.session_id)).await?;
+            }
+            Err(e) => {
+                store.audit(None, "authenticate", peer, "refused", &e.reason()).await?;
+            }
+        }
+        result
+    }
+
+    async fn finish(&self, c_r: &ConnId, m3: &[u8]) -> Result<Authenticated, AuthError> {
+        let (state, live) = self.registry.store.take_exchange(&conn_id_hex(c_r)).await?.ok_or(AuthError::UnknownExchange)?;
+        if !live {
+            return Err(AuthError::Expired);
+        }
+        let state = ResponderAwaitingMessage3::from_bytes(&state)?;
+        let p3 = state.process_message_3(m3)?;
+        let chain = match p3.id_cred_i().parse()? {
+            IdCredKind::X5chain(chain) => chain,
+            IdCredKind::X5t { .. } => return Err(AuthError::Credential("x5t is accepted only with the certificate registered; send x5chain")),
+            IdCredKind::Kid(_) => return Err(AuthError::Credential("kid")),
+        };
+        let device = self.registry.authorize(&chain).await?;
+        let leaf = chain.first().ok_or(AuthError::Credential("empty chain"))?;
+        let done = p3.verify(&Credential::x509(leaf, device.public_key.clone()))?;
+        let session_id = self.registry.store.insert_session(&device.device_id, &conn_id_hex(&done.c_i), &conn_id_hex(&done.c_r)).await?;
+        Ok(Authenticated { device, session_id, message_4: done.message_4(&[])? })
+    }
+}

@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+
+pub mod auth;
+pub mod registry;
+pub mod server;
+pub mod store;
+
+pub use auth::{AuthError, AuthService, CloudIdentity, Limits};
+pub use registry::{Registry, RegistryError};
+pub use store::Store;
