@@ -5,7 +5,9 @@
 use crate::registry::{Authorized, Registry, RegistryError};
 use crate::store::StoreError;
 use inkan_proto::edhoc::crypto::{SignatureKey, SoftwareEphemeral, SoftwareSigner};
-use inkan_proto::edhoc::{ConnId, Credential, EdhocError, IdCred, IdCredKind, Responder, ResponderAwaitingMessage3, Suite};
+use inkan_proto::edhoc::{
+    ConnId, Credential, EdhocError, IdCred, IdCredKind, Responder, ResponderAwaitingMessage3, Suite,
+};
 use std::sync::Mutex;
 
 /// Why an authentication failed (each also lands in the audit log).
@@ -53,7 +55,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { ttl_secs: 30, max_pending: 10_000 }
+        Limits {
+            ttl_secs: 30,
+            max_pending: 10_000,
+        }
     }
 }
 
@@ -71,7 +76,11 @@ impl CloudIdentity {
     pub fn new(scalar: &[u8], certificate_der: &[u8]) -> Result<CloudIdentity, EdhocError> {
         let signer = SoftwareSigner::from_bytes(Suite::P256Es256, scalar)?;
         let cred = Credential::x509(certificate_der, signer.public_key());
-        Ok(CloudIdentity { signer: Mutex::new(signer), cred, id_cred: IdCred::x5chain(&[certificate_der.to_vec()]) })
+        Ok(CloudIdentity {
+            signer: Mutex::new(signer),
+            cred,
+            id_cred: IdCred::x5chain(&[certificate_der.to_vec()]),
+        })
     }
 }
 
@@ -101,7 +110,11 @@ fn conn_id_hex(c: &ConnId) -> String {
 impl AuthService {
     /// A service over a registry.
     pub fn new(registry: Registry, identity: CloudIdentity, limits: Limits) -> AuthService {
-        AuthService { registry, identity, limits }
+        AuthService {
+            registry,
+            identity,
+            limits,
+        }
     }
 
     /// Handles message_1; returns message_2. Errors carry the EDHOC error
@@ -116,7 +129,11 @@ impl AuthService {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut c_r);
         let c_r = ConnId(c_r.to_vec());
         let made = {
-            let mut signer = self.identity.signer.lock().map_err(|_| (AuthError::Busy, Vec::new()))?;
+            let mut signer = self
+                .identity
+                .signer
+                .lock()
+                .map_err(|_| (AuthError::Busy, Vec::new()))?;
             let signer: &mut dyn SignatureKey = &mut *signer;
             r1.prepare_message_2(
                 c_r.clone(),
@@ -134,33 +151,75 @@ impl AuthService {
         let stored = self
             .registry
             .store
-            .put_exchange(&conn_id_hex(&c_r), &state.to_bytes(), peer, self.limits.ttl_secs, self.limits.max_pending)
+            .put_exchange(
+                &conn_id_hex(&c_r),
+                &state.to_bytes(),
+                peer,
+                self.limits.ttl_secs,
+                self.limits.max_pending,
+            )
             .await
             .map_err(|e| (AuthError::Store(e), Vec::new()))?;
         if !stored {
-            let _ = self.registry.store.audit(None, "authenticate", peer, "refused", "too many pending exchanges").await;
-            return Err((AuthError::Busy, inkan_proto::edhoc::error_message(1, &inkan_proto::edhoc::ErrorInfo::Text("busy".into()))));
+            let _ = self
+                .registry
+                .store
+                .audit(
+                    None,
+                    "authenticate",
+                    peer,
+                    "refused",
+                    "too many pending exchanges",
+                )
+                .await;
+            return Err((
+                AuthError::Busy,
+                inkan_proto::edhoc::error_message(
+                    1,
+                    &inkan_proto::edhoc::ErrorInfo::Text("busy".into()),
+                ),
+            ));
         }
         Ok(m2)
     }
 
     /// Handles message_3 for the exchange `c_r`; authenticates the device.
-    pub async fn message_3(&self, c_r: &ConnId, m3: &[u8], peer: &str) -> Result<Authenticated, AuthError> {
+    pub async fn message_3(
+        &self,
+        c_r: &ConnId,
+        m3: &[u8],
+        peer: &str,
+    ) -> Result<Authenticated, AuthError> {
         let result = self.finish(c_r, m3).await;
         let store = &self.registry.store;
         match &result {
             Ok(a) => {
-                store.audit(Some(&a.device.tenant_id), "authenticate", &a.device.serial, "ok", &format!("session {}", a.session_id)).await?;
+                store
+                    .audit(
+                        Some(&a.device.tenant_id),
+                        "authenticate",
+                        &a.device.serial,
+                        "ok",
+                        &format!("session {}", a.session_id),
+                    )
+                    .await?;
             }
             Err(e) => {
-                store.audit(None, "authenticate", peer, "refused", &e.reason()).await?;
+                store
+                    .audit(None, "authenticate", peer, "refused", &e.reason())
+                    .await?;
             }
         }
         result
     }
 
     async fn finish(&self, c_r: &ConnId, m3: &[u8]) -> Result<Authenticated, AuthError> {
-        let (state, live) = self.registry.store.take_exchange(&conn_id_hex(c_r)).await?.ok_or(AuthError::UnknownExchange)?;
+        let (state, live) = self
+            .registry
+            .store
+            .take_exchange(&conn_id_hex(c_r))
+            .await?
+            .ok_or(AuthError::UnknownExchange)?;
         if !live {
             return Err(AuthError::Expired);
         }
@@ -168,13 +227,29 @@ impl AuthService {
         let p3 = state.process_message_3(m3)?;
         let chain = match p3.id_cred_i().parse()? {
             IdCredKind::X5chain(chain) => chain,
-            IdCredKind::X5t { .. } => return Err(AuthError::Credential("x5t is accepted only with the certificate registered; send x5chain")),
+            IdCredKind::X5t { .. } => {
+                return Err(AuthError::Credential(
+                    "x5t is accepted only with the certificate registered; send x5chain",
+                ))
+            }
             IdCredKind::Kid(_) => return Err(AuthError::Credential("kid")),
         };
         let device = self.registry.authorize(&chain).await?;
         let leaf = chain.first().ok_or(AuthError::Credential("empty chain"))?;
         let done = p3.verify(&Credential::x509(leaf, device.public_key.clone()))?;
-        let session_id = self.registry.store.insert_session(&device.device_id, &conn_id_hex(&done.c_i), &conn_id_hex(&done.c_r)).await?;
-        Ok(Authenticated { device, session_id, message_4: done.message_4(&[])? })
+        let session_id = self
+            .registry
+            .store
+            .insert_session(
+                &device.device_id,
+                &conn_id_hex(&done.c_i),
+                &conn_id_hex(&done.c_r),
+            )
+            .await?;
+        Ok(Authenticated {
+            device,
+            session_id,
+            message_4: done.message_4(&[])?,
+        })
     }
 }

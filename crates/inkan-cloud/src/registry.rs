@@ -38,7 +38,9 @@ pub enum RegistryError {
     #[error("family revoked")]
     FamilyRevoked,
     /// Proof of possession of the family key failed.
-    #[error("proof of possession failed: the challenge signature does not verify with the family key")]
+    #[error(
+        "proof of possession failed: the challenge signature does not verify with the family key"
+    )]
     ProofOfPossession,
     /// The certificate registered as a family is not a CA.
     #[error("not a CA certificate: {0}")]
@@ -115,65 +117,142 @@ fn status_error(device: Option<&DeviceRow>, family: Option<&FamilyRow>) -> Optio
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Store) -> Registry {
-        Registry { store, cache: Mutex::new(Cache::default()) }
+        Registry {
+            store,
+            cache: Mutex::new(Cache::default()),
+        }
     }
 
     /// Registers a family CA for a tenant, with proof of possession: a
     /// signature (raw r‖s) by the family key over [`pop_challenge`].
-    pub async fn register_family(&self, tenant_id: &str, name: &str, cert_der: &[u8], pop_signature: &[u8]) -> Result<String, RegistryError> {
-        let cert = IssuedCert::from_der(cert_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
-        cert.require_ca().map_err(|e| RegistryError::NotACa(e.to_string()))?;
+    pub async fn register_family(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        cert_der: &[u8],
+        pop_signature: &[u8],
+    ) -> Result<String, RegistryError> {
+        let cert =
+            IssuedCert::from_der(cert_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
+        cert.require_ca()
+            .map_err(|e| RegistryError::NotACa(e.to_string()))?;
         let challenge = pop_challenge(tenant_id, cert_der);
         if !inkan_pki::signer::verify_raw(&cert.public_point(), &challenge, pop_signature) {
-            self.store.audit(Some(tenant_id), "register-family", name, "refused", "proof of possession failed").await?;
+            self.store
+                .audit(
+                    Some(tenant_id),
+                    "register-family",
+                    name,
+                    "refused",
+                    "proof of possession failed",
+                )
+                .await?;
             return Err(RegistryError::ProofOfPossession);
         }
         let fp = fingerprint(cert_der);
         if self.store.family_by_fingerprint(&fp).await?.is_some() {
             return Err(RegistryError::Duplicate(format!("family certificate {fp}")));
         }
-        let id = self.store.insert_family(tenant_id, name, cert_der, &fp).await?;
-        self.store.audit(Some(tenant_id), "register-family", name, "ok", &fp).await?;
+        let id = self
+            .store
+            .insert_family(tenant_id, name, cert_der, &fp)
+            .await?;
+        self.store
+            .audit(Some(tenant_id), "register-family", name, "ok", &fp)
+            .await?;
         Ok(id)
     }
 
     /// Registers one device by its certificate.
-    pub async fn register_device(&self, tenant_id: &str, cert_der: &[u8]) -> Result<String, RegistryError> {
-        let cert = IssuedCert::from_der(cert_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
-        let serial = cert.subject_serial_number().ok_or_else(|| RegistryError::Malformed("certificate without a serialNumber".into()))?;
+    pub async fn register_device(
+        &self,
+        tenant_id: &str,
+        cert_der: &[u8],
+    ) -> Result<String, RegistryError> {
+        let cert =
+            IssuedCert::from_der(cert_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
+        let serial = cert
+            .subject_serial_number()
+            .ok_or_else(|| RegistryError::Malformed("certificate without a serialNumber".into()))?;
         let fp = fingerprint(cert_der);
         if self.store.device_by_fingerprint(&fp).await?.is_some() {
             return Err(RegistryError::Duplicate(format!("device {serial}")));
         }
         let family_id = self.family_of(&cert).await?.map(|f| f.id);
-        let id = Store::insert_device(&self.store.pool, tenant_id, &serial, family_id.as_deref(), cert_der, &fp, &cert.public_point(), "individual").await?;
-        self.store.audit(Some(tenant_id), "register-device", &serial, "ok", &fp).await?;
+        let id = Store::insert_device(
+            &self.store.pool,
+            tenant_id,
+            &serial,
+            family_id.as_deref(),
+            cert_der,
+            &fp,
+            &cert.public_point(),
+            "individual",
+        )
+        .await?;
+        self.store
+            .audit(Some(tenant_id), "register-device", &serial, "ok", &fp)
+            .await?;
         Ok(id)
     }
 
     /// Imports a signed factory manifest: verified against `root` before
     /// anything is written, then every device in one transaction.
-    pub async fn import_manifest(&self, tenant_id: &str, bytes: &[u8], root_der: &[u8]) -> Result<usize, RegistryError> {
-        let root = IssuedCert::from_der(root_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
-        let m = inkan_pki::manifest::verify(bytes, &root, SystemTime::now()).map_err(|e| RegistryError::Manifest(e.to_string()))?;
+    pub async fn import_manifest(
+        &self,
+        tenant_id: &str,
+        bytes: &[u8],
+        root_der: &[u8],
+    ) -> Result<usize, RegistryError> {
+        let root =
+            IssuedCert::from_der(root_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
+        let m = inkan_pki::manifest::verify(bytes, &root, SystemTime::now())
+            .map_err(|e| RegistryError::Manifest(e.to_string()))?;
         let family_fp = fingerprint(&m.family_certificate);
-        let family_id = self.store.family_by_fingerprint(&family_fp).await?.map(|f| f.id);
+        let family_id = self
+            .store
+            .family_by_fingerprint(&family_fp)
+            .await?
+            .map(|f| f.id);
         let mut tx = self.store.pool.begin().await.map_err(StoreError::from)?;
         for e in &m.entries {
-            let cert = IssuedCert::from_der(&e.certificate).map_err(|e| RegistryError::Malformed(e.to_string()))?;
+            let cert = IssuedCert::from_der(&e.certificate)
+                .map_err(|e| RegistryError::Malformed(e.to_string()))?;
             if cert.public_point() != e.public_key.as_ref() {
-                return Err(RegistryError::Manifest(format!("entry {}: public key does not match its certificate", e.serial)));
+                return Err(RegistryError::Manifest(format!(
+                    "entry {}: public key does not match its certificate",
+                    e.serial
+                )));
             }
             let fp = fingerprint(&e.certificate);
-            Store::insert_device(&mut *tx, tenant_id, &e.serial, family_id.as_deref(), &e.certificate, &fp, &e.public_key, "manifest")
-                .await
-                .map_err(|err| match err {
-                    StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => RegistryError::Duplicate(format!("device {}", e.serial)),
-                    other => RegistryError::Store(other),
-                })?;
+            Store::insert_device(
+                &mut *tx,
+                tenant_id,
+                &e.serial,
+                family_id.as_deref(),
+                &e.certificate,
+                &fp,
+                &e.public_key,
+                "manifest",
+            )
+            .await
+            .map_err(|err| match err {
+                StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                    RegistryError::Duplicate(format!("device {}", e.serial))
+                }
+                other => RegistryError::Store(other),
+            })?;
         }
         tx.commit().await.map_err(StoreError::from)?;
-        self.store.audit(Some(tenant_id), "import-manifest", &m.batch, "ok", &format!("{} devices", m.entries.len())).await?;
+        self.store
+            .audit(
+                Some(tenant_id),
+                "import-manifest",
+                &m.batch,
+                "ok",
+                &format!("{} devices", m.entries.len()),
+            )
+            .await?;
         Ok(m.entries.len())
     }
 
@@ -192,7 +271,9 @@ impl Registry {
     /// device that may authenticate now; enrolls it through its family on
     /// its first authentication.
     pub async fn authorize(&self, chain: &[Vec<u8>]) -> Result<Authorized, RegistryError> {
-        let leaf_der = chain.first().ok_or_else(|| RegistryError::Malformed("empty certificate chain".into()))?;
+        let leaf_der = chain
+            .first()
+            .ok_or_else(|| RegistryError::Malformed("empty certificate chain".into()))?;
         let fp = fingerprint(leaf_der);
         let epoch = self.store.epoch().await?;
         if let Ok(mut c) = self.cache.lock() {
@@ -201,10 +282,14 @@ impl Registry {
                 c.epoch = epoch;
             }
             if let Some(a) = c.verified.get(&fp) {
-                return Ok(Authorized { enrolled_now: false, ..a.clone() });
+                return Ok(Authorized {
+                    enrolled_now: false,
+                    ..a.clone()
+                });
             }
         }
-        let leaf = IssuedCert::from_der(leaf_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
+        let leaf =
+            IssuedCert::from_der(leaf_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
         let device = self.store.device_by_fingerprint(&fp).await?;
         let family = match device.as_ref().and_then(|d| d.family_id.clone()) {
             Some(_) | None => self.family_of(&leaf).await?,
@@ -220,7 +305,8 @@ impl Registry {
             None if device.is_some() => leaf_der.clone(),
             None => return Err(RegistryError::UnknownCa),
         };
-        let validator = DeviceValidator::new(std::slice::from_ref(&anchor), RequiredEku::ClientAuth)?;
+        let validator =
+            DeviceValidator::new(std::slice::from_ref(&anchor), RequiredEku::ClientAuth)?;
         if family.is_some() {
             validator.validate(leaf_der, &chain[1..], SystemTime::now())?;
         } else {
@@ -237,17 +323,49 @@ impl Registry {
             Some(d) => (d.id, d.tenant_id, d.serial, false),
             None => {
                 let f = family.as_ref().ok_or(RegistryError::UnknownCa)?;
-                let serial = leaf.subject_serial_number().unwrap_or_else(|| fp[..16].to_string());
-                let id = match Store::insert_device(&self.store.pool, &f.tenant_id, &serial, Some(&f.id), leaf_der, &fp, &leaf.public_point(), "family").await {
+                let serial = leaf
+                    .subject_serial_number()
+                    .unwrap_or_else(|| fp[..16].to_string());
+                let id = match Store::insert_device(
+                    &self.store.pool,
+                    &f.tenant_id,
+                    &serial,
+                    Some(&f.id),
+                    leaf_der,
+                    &fp,
+                    &leaf.public_point(),
+                    "family",
+                )
+                .await
+                {
                     Ok(id) => id,
                     // Another replica enrolled it at the same moment.
-                    Err(_) => self.store.device_by_fingerprint(&fp).await?.map(|d| d.id).ok_or(RegistryError::UnknownCa)?,
+                    Err(_) => self
+                        .store
+                        .device_by_fingerprint(&fp)
+                        .await?
+                        .map(|d| d.id)
+                        .ok_or(RegistryError::UnknownCa)?,
                 };
-                self.store.audit(Some(&f.tenant_id), "enroll", &serial, "ok", &format!("through family {}", f.name)).await?;
+                self.store
+                    .audit(
+                        Some(&f.tenant_id),
+                        "enroll",
+                        &serial,
+                        "ok",
+                        &format!("through family {}", f.name),
+                    )
+                    .await?;
                 (id, f.tenant_id.clone(), serial, true)
             }
         };
-        let a = Authorized { device_id, tenant_id, serial, public_key: leaf.public_point(), enrolled_now };
+        let a = Authorized {
+            device_id,
+            tenant_id,
+            serial,
+            public_key: leaf.public_point(),
+            enrolled_now,
+        };
         if let Ok(mut c) = self.cache.lock() {
             if c.epoch == epoch {
                 c.verified.insert(fp, a.clone());

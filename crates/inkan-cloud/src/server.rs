@@ -22,12 +22,16 @@ struct Dedup {
 
 impl Dedup {
     fn get(&mut self, key: &(SocketAddr, u16)) -> Option<Vec<u8>> {
-        self.seen.get(key).filter(|(t, _)| t.elapsed() < DEDUP_LIFETIME).map(|(_, r)| r.clone())
+        self.seen
+            .get(key)
+            .filter(|(t, _)| t.elapsed() < DEDUP_LIFETIME)
+            .map(|(_, r)| r.clone())
     }
 
     fn put(&mut self, key: (SocketAddr, u16), rsp: Vec<u8>) {
         if self.seen.len() >= DEDUP_CAP {
-            self.seen.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(10));
+            self.seen
+                .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(10));
             if self.seen.len() >= DEDUP_CAP {
                 self.seen.clear();
             }
@@ -47,7 +51,10 @@ pub async fn handle(auth: &AuthService, bytes: &[u8], peer: SocketAddr) -> Optio
         Err(e) => coap::response(
             &req,
             Code::BadRequest,
-            inkan_proto::edhoc::error_message(1, &inkan_proto::edhoc::ErrorInfo::Text(e.to_string())),
+            inkan_proto::edhoc::error_message(
+                1,
+                &inkan_proto::edhoc::ErrorInfo::Text(e.to_string()),
+            ),
         ),
         Ok(EdhocRequest::Message1(m1)) => match auth.message_1(m1, &peer_s).await {
             Ok(m2) => coap::response(&req, Code::Changed, m2),
@@ -58,7 +65,10 @@ pub async fn handle(auth: &AuthService, bytes: &[u8], peer: SocketAddr) -> Optio
             Err(e) => coap::response(
                 &req,
                 Code::BadRequest,
-                inkan_proto::edhoc::error_message(1, &inkan_proto::edhoc::ErrorInfo::Text(e.reason())),
+                inkan_proto::edhoc::error_message(
+                    1,
+                    &inkan_proto::edhoc::ErrorInfo::Text(e.reason()),
+                ),
             ),
         },
     };

@@ -32,12 +32,18 @@ pub enum Backend {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Nanoseconds since the Unix epoch (audit ordering).
 pub fn now_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// A random identifier (128 bits, hex).
@@ -131,10 +137,18 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout=5000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys=ON").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous=FULL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode=WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout=5000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys=ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous=FULL")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -147,7 +161,11 @@ impl Store {
 
     /// Creates a tenant (idempotent by name); returns its id.
     pub async fn ensure_tenant(&self, name: &str) -> Result<String, StoreError> {
-        if let Some(r) = sqlx::query("SELECT id FROM tenants WHERE name = $1").bind(name).fetch_optional(&self.pool).await? {
+        if let Some(r) = sqlx::query("SELECT id FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+        {
             return Ok(r.try_get("id")?);
         }
         let id = new_id();
@@ -161,7 +179,14 @@ impl Store {
     }
 
     /// Appends an audit entry.
-    pub async fn audit(&self, tenant: Option<&str>, kind: &str, subject: &str, outcome: &str, detail: &str) -> Result<(), StoreError> {
+    pub async fn audit(
+        &self,
+        tenant: Option<&str>,
+        kind: &str,
+        subject: &str,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO audit (id, time, tenant_id, kind, subject, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(new_id())
             .bind(now_nanos())
@@ -176,18 +201,36 @@ impl Store {
     }
 
     /// The newest audit entries: (kind, subject, outcome, detail).
-    pub async fn audit_tail(&self, n: i64) -> Result<Vec<(String, String, String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT kind, subject, outcome, detail FROM audit ORDER BY time DESC LIMIT $1")
-            .bind(n)
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn audit_tail(
+        &self,
+        n: i64,
+    ) -> Result<Vec<(String, String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, subject, outcome, detail FROM audit ORDER BY time DESC LIMIT $1",
+        )
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("kind")?, r.try_get("subject")?, r.try_get("outcome")?, r.try_get("detail")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("kind")?,
+                    r.try_get("subject")?,
+                    r.try_get("outcome")?,
+                    r.try_get("detail")?,
+                ))
+            })
             .collect()
     }
 
     /// Inserts a family.
-    pub async fn insert_family(&self, tenant: &str, name: &str, cert: &[u8], fingerprint: &str) -> Result<String, StoreError> {
+    pub async fn insert_family(
+        &self,
+        tenant: &str,
+        name: &str,
+        cert: &[u8],
+        fingerprint: &str,
+    ) -> Result<String, StoreError> {
         let id = new_id();
         sqlx::query(
             "INSERT INTO families (id, tenant_id, name, certificate, fingerprint, status, created) VALUES ($1, $2, $3, $4, $5, 'active', $6)",
@@ -205,37 +248,49 @@ impl Store {
 
     /// Every family.
     pub async fn families(&self) -> Result<Vec<FamilyRow>, StoreError> {
-        let rows = sqlx::query("SELECT id, tenant_id, name, certificate, status FROM families").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id, tenant_id, name, certificate, status FROM families")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(family).collect()
     }
 
     /// A family by its certificate fingerprint.
     pub async fn family_by_fingerprint(&self, fp: &str) -> Result<Option<FamilyRow>, StoreError> {
-        let r = sqlx::query("SELECT id, tenant_id, name, certificate, status FROM families WHERE fingerprint = $1")
-            .bind(fp)
-            .fetch_optional(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "SELECT id, tenant_id, name, certificate, status FROM families WHERE fingerprint = $1",
+        )
+        .bind(fp)
+        .fetch_optional(&self.pool)
+        .await?;
         r.as_ref().map(family).transpose()
     }
 
     /// A device by its certificate fingerprint.
     pub async fn device_by_fingerprint(&self, fp: &str) -> Result<Option<DeviceRow>, StoreError> {
-        let r = sqlx::query(&format!("SELECT {DEVICE_COLS} FROM devices WHERE fingerprint = $1"))
-            .bind(fp)
-            .fetch_optional(&self.pool)
-            .await?;
+        let r = sqlx::query(&format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE fingerprint = $1"
+        ))
+        .bind(fp)
+        .fetch_optional(&self.pool)
+        .await?;
         r.as_ref().map(device).transpose()
     }
 
     /// A device by id.
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
-        let r = sqlx::query(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        let r = sqlx::query(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         r.as_ref().map(device).transpose()
     }
 
     /// Number of device rows.
     pub async fn device_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM devices").fetch_one(&self.pool).await?.try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM devices")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
     }
 
     /// Inserts a device.
@@ -271,9 +326,18 @@ impl Store {
 
     /// Sets a device's status and bumps the revocation epoch.
     pub async fn set_device_status(&self, id: &str, status: &str) -> Result<bool, StoreError> {
-        let n = sqlx::query("UPDATE devices SET status = $1 WHERE id = $2").bind(status).bind(id).execute(&self.pool).await?.rows_affected();
+        let n = sqlx::query("UPDATE devices SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         if status != "active" {
-            sqlx::query("UPDATE sessions SET ended = $1 WHERE device_id = $2 AND ended IS NULL").bind(now()).bind(id).execute(&self.pool).await?;
+            sqlx::query("UPDATE sessions SET ended = $1 WHERE device_id = $2 AND ended IS NULL")
+                .bind(now())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         }
         self.bump_epoch().await?;
         Ok(n > 0)
@@ -281,27 +345,52 @@ impl Store {
 
     /// Sets a family's status and bumps the revocation epoch.
     pub async fn set_family_status(&self, id: &str, status: &str) -> Result<bool, StoreError> {
-        let n = sqlx::query("UPDATE families SET status = $1 WHERE id = $2").bind(status).bind(id).execute(&self.pool).await?.rows_affected();
+        let n = sqlx::query("UPDATE families SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         self.bump_epoch().await?;
         Ok(n > 0)
     }
 
     async fn bump_epoch(&self) -> Result<(), StoreError> {
-        sqlx::query("UPDATE epochs SET value = value + 1 WHERE name = 'revocation'").execute(&self.pool).await?;
+        sqlx::query("UPDATE epochs SET value = value + 1 WHERE name = 'revocation'")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// The revocation epoch.
     pub async fn epoch(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT value FROM epochs WHERE name = 'revocation'").fetch_one(&self.pool).await?.try_get("value")?)
+        Ok(
+            sqlx::query("SELECT value FROM epochs WHERE name = 'revocation'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("value")?,
+        )
     }
 
     /// Records a pending exchange, refusing when `cap` are already pending
     /// (expired ones are purged first).
-    pub async fn put_exchange(&self, c_r: &str, state: &[u8], peer: &str, ttl: i64, cap: i64) -> Result<bool, StoreError> {
+    pub async fn put_exchange(
+        &self,
+        c_r: &str,
+        state: &[u8],
+        peer: &str,
+        ttl: i64,
+        cap: i64,
+    ) -> Result<bool, StoreError> {
         let t = now();
-        sqlx::query("DELETE FROM exchanges WHERE expires < $1").bind(t).execute(&self.pool).await?;
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM exchanges").fetch_one(&self.pool).await?.try_get("n")?;
+        sqlx::query("DELETE FROM exchanges WHERE expires < $1")
+            .bind(t)
+            .execute(&self.pool)
+            .await?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM exchanges")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
         if n >= cap {
             return Ok(false);
         }
@@ -318,7 +407,10 @@ impl Store {
     /// Takes a pending exchange (deleting it: message_3 is processed once).
     /// Returns None if unknown or expired.
     pub async fn take_exchange(&self, c_r: &str) -> Result<Option<(Vec<u8>, bool)>, StoreError> {
-        let r = sqlx::query("DELETE FROM exchanges WHERE c_r = $1 RETURNING state, expires").bind(c_r).fetch_optional(&self.pool).await?;
+        let r = sqlx::query("DELETE FROM exchanges WHERE c_r = $1 RETURNING state, expires")
+            .bind(c_r)
+            .fetch_optional(&self.pool)
+            .await?;
         match r {
             None => Ok(None),
             Some(r) => {
@@ -331,22 +423,36 @@ impl Store {
 
     /// Pending exchanges.
     pub async fn pending_exchanges(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM exchanges").fetch_one(&self.pool).await?.try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM exchanges")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
     }
 
     /// Records a session and the device's last authentication.
-    pub async fn insert_session(&self, device_id: &str, c_i: &str, c_r: &str) -> Result<String, StoreError> {
+    pub async fn insert_session(
+        &self,
+        device_id: &str,
+        c_i: &str,
+        c_r: &str,
+    ) -> Result<String, StoreError> {
         let id = new_id();
         let t = now();
-        sqlx::query("INSERT INTO sessions (id, device_id, c_i, c_r, created) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&id)
-            .bind(device_id)
-            .bind(c_i)
-            .bind(c_r)
+        sqlx::query(
+            "INSERT INTO sessions (id, device_id, c_i, c_r, created) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(device_id)
+        .bind(c_i)
+        .bind(c_r)
+        .bind(t)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("UPDATE devices SET last_auth = $1 WHERE id = $2")
             .bind(t)
+            .bind(device_id)
             .execute(&self.pool)
             .await?;
-        sqlx::query("UPDATE devices SET last_auth = $1 WHERE id = $2").bind(t).bind(device_id).execute(&self.pool).await?;
         Ok(id)
     }
 }

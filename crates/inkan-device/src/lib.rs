@@ -145,3 +145,208 @@ pub enum DeviceError {
         reason: &'static str,
     },
 }
+
+/// A session with the cloud.
+#[derive(Debug)]
+pub struct Connected {
+    /// The chip serial (hex).
+    pub serial: String,
+    /// Our connection identifier.
+    pub c_i: inkan_proto::edhoc::ConnId,
+    /// The cloud's connection identifier.
+    pub c_r: inkan_proto::edhoc::ConnId,
+    /// The EDHOC session (PRK_out, exporter for OSCORE).
+    pub session: inkan_proto::edhoc::Session,
+}
+
+/// Why connecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// EDHOC refused a message.
+    #[error("EDHOC: {0}")]
+    Edhoc(#[from] inkan_proto::edhoc::EdhocError),
+    /// The chip or its zones.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The network.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// No answer after the retransmissions.
+    #[error("no answer from the cloud after {0} attempts")]
+    Timeout(u32),
+    /// The cloud's key is not the one pinned in the chip: not our cloud.
+    #[error("the cloud's certificate key does not match the key pinned in the secure element")]
+    CloudKeyMismatch,
+    /// The cloud refused us.
+    #[error("the cloud refused ({code}): {detail}")]
+    Refused {
+        /// CoAP response code.
+        code: String,
+        /// The EDHOC error text.
+        detail: String,
+    },
+}
+
+/// CoAP retransmission parameters (RFC 7252 §4.8).
+#[derive(Clone, Copy, Debug)]
+pub struct Retransmission {
+    /// Initial timeout.
+    pub ack_timeout: std::time::Duration,
+    /// Retransmissions after the first attempt.
+    pub max_retransmit: u32,
+}
+
+impl Default for Retransmission {
+    fn default() -> Self {
+        Retransmission {
+            ack_timeout: std::time::Duration::from_secs(2),
+            max_retransmit: 4,
+        }
+    }
+}
+
+fn coap_exchange(
+    udp: &std::net::UdpSocket,
+    message_id: u16,
+    payload: Vec<u8>,
+    rt: Retransmission,
+) -> Result<inkan_proto::coap::Response, ConnectError> {
+    let mut token = [0u8; 4];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
+    let req = inkan_proto::coap::request(message_id, &token, payload)?;
+    let mut timeout = rt.ack_timeout;
+    let mut buf = vec![0u8; inkan_proto::coap::MAX_DATAGRAM];
+    for _ in 0..=rt.max_retransmit {
+        udp.send(&req)?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            udp.set_read_timeout(Some(left))?;
+            match udp.recv(&mut buf) {
+                Ok(n) => {
+                    let Ok(rsp) = inkan_proto::coap::parse_response(&buf[..n]) else {
+                        continue;
+                    };
+                    if rsp.message_id == message_id && rsp.token == token {
+                        return Ok(rsp);
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        timeout *= 2;
+    }
+    Err(ConnectError::Timeout(rt.max_retransmit + 1))
+}
+
+fn refused(rsp: &inkan_proto::coap::Response) -> ConnectError {
+    let detail = match inkan_proto::edhoc::parse_error_message(&rsp.payload) {
+        Some(inkan_proto::edhoc::EdhocError::PeerError { detail, .. }) => detail,
+        _ => String::from_utf8_lossy(&rsp.payload).into_owned(),
+    };
+    ConnectError::Refused {
+        code: rsp.code.clone(),
+        detail,
+    }
+}
+
+/// Authenticates to the cloud with EDHOC over CoAP: every private-key
+/// operation in the chip, the cloud checked against the key pinned in the
+/// chip, the device identified by the certificate in zone 0.
+pub fn connect<T: Transport + 'static>(
+    driver: SharedDriver<T>,
+    cloud: std::net::SocketAddr,
+    rt: Retransmission,
+) -> Result<Connected, ConnectError> {
+    use inkan_proto::edhoc::{ConnId, Credential, IdCred, IdCredKind, Initiator, Suite};
+    let (identity, serial) = {
+        let mut d = driver.lock().map_err(|_| DeviceError::Zone {
+            zone: 0,
+            reason: "driver lock poisoned",
+        })?;
+        (
+            read_identity(&mut d)?,
+            hex::encode_upper(d.serial().unwrap_or_default()),
+        )
+    };
+    let pinned = {
+        use p256::pkcs8::DecodePublicKey;
+        p256::PublicKey::from_public_key_der(&identity.cloud_key_spki)
+            .map_err(|_| DeviceError::Zone {
+                zone: CLOUD_KEY_ZONE,
+                reason: "not a P-256 public key",
+            })?
+            .to_sec1_bytes()
+            .to_vec()
+    };
+    let bind: std::net::SocketAddr = if cloud.is_ipv4() {
+        ([127, 0, 0, 1], 0).into()
+    } else {
+        (std::net::Ipv6Addr::LOCALHOST, 0).into()
+    };
+    let udp = std::net::UdpSocket::bind(bind)?;
+    udp.connect(cloud)?;
+    let mut ids = [0u8; 6];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut ids);
+    let mid = u16::from_be_bytes([ids[4], ids[5]]);
+
+    let eph = SeEphemeral::generate(driver.clone())?;
+    let (i, m1) = Initiator::start(
+        Suite::P256Es256,
+        ConnId(ids[..4].to_vec()),
+        &[],
+        Box::new(eph),
+    );
+    let c_i = i.c_i().clone();
+    let rsp = coap_exchange(&udp, mid, inkan_proto::coap::message_1_payload(&m1), rt)?;
+    if !rsp.success {
+        return Err(refused(&rsp));
+    }
+    let p2 = i.process_message_2(&rsp.payload)?;
+    let cloud_cert = match p2.id_cred_r().parse()? {
+        IdCredKind::X5chain(c) => c.into_iter().next().ok_or(ConnectError::CloudKeyMismatch)?,
+        _ => return Err(ConnectError::CloudKeyMismatch),
+    };
+    let cloud_point = inkan_pki::cert::IssuedCert::from_der(&cloud_cert)
+        .map_err(|_| ConnectError::CloudKeyMismatch)?
+        .public_point();
+    if cloud_point != pinned {
+        return Err(ConnectError::CloudKeyMismatch);
+    }
+    let v = p2.verify(&Credential::x509(&cloud_cert, cloud_point))?;
+    let id_cred_i = IdCred::x5chain(std::slice::from_ref(&identity.certificate));
+    let (done, m3) = v.prepare_message_3(
+        &id_cred_i,
+        &inkan_proto::cbor::bstr_vec(&identity.certificate),
+        &[],
+        &mut SeSigner::new(driver.clone()),
+    )?;
+    let c_r = done.c_r.clone();
+    let rsp = coap_exchange(
+        &udp,
+        mid.wrapping_add(1),
+        inkan_proto::coap::message_3_payload(&c_r, &m3),
+        rt,
+    )?;
+    if !rsp.success {
+        return Err(refused(&rsp));
+    }
+    done.process_message_4(&rsp.payload)?;
+    Ok(Connected {
+        serial,
+        c_i,
+        c_r: done.c_r.clone(),
+        session: done.session().clone(),
+    })
+}

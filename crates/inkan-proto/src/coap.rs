@@ -66,7 +66,8 @@ pub fn request(message_id: u16, token: &[u8], payload: Vec<u8>) -> Result<Vec<u8
     }
     p.add_option(CoapOption::ContentFormat, vec![CF_CID_EDHOC]);
     p.payload = payload;
-    p.to_bytes().map_err(|_| EdhocError::Malformed("CoAP request too large"))
+    p.to_bytes()
+        .map_err(|_| EdhocError::Malformed("CoAP request too large"))
 }
 
 /// A parsed CoAP response: (message id, token, success, payload).
@@ -87,10 +88,22 @@ pub struct Response {
 /// Parses a response datagram.
 pub fn parse_response(bytes: &[u8]) -> Result<Response, EdhocError> {
     let p = Packet::from_bytes(bytes).map_err(|_| EdhocError::Malformed("CoAP response"))?;
-    let success = matches!(p.header.code, MessageClass::Response(
-        ResponseType::Changed | ResponseType::Content | ResponseType::Created | ResponseType::Valid
-    ));
-    Ok(Response { message_id: p.header.message_id, token: p.get_token().to_vec(), success, code: p.header.get_code(), payload: p.payload })
+    let success = matches!(
+        p.header.code,
+        MessageClass::Response(
+            ResponseType::Changed
+                | ResponseType::Content
+                | ResponseType::Created
+                | ResponseType::Valid
+        )
+    );
+    Ok(Response {
+        message_id: p.header.message_id,
+        token: p.get_token().to_vec(),
+        success,
+        code: p.header.get_code(),
+        payload: p.payload,
+    })
 }
 
 /// A parsed request: what the server needs.
@@ -111,7 +124,10 @@ pub struct Request {
 /// Parses a request datagram.
 pub fn parse_request_datagram(bytes: &[u8]) -> Option<Request> {
     let p = Packet::from_bytes(bytes).ok()?;
-    let path: Vec<Vec<u8>> = p.get_option(CoapOption::UriPath).map(|l| l.iter().cloned().collect()).unwrap_or_default();
+    let path: Vec<Vec<u8>> = p
+        .get_option(CoapOption::UriPath)
+        .map(|l| l.iter().cloned().collect())
+        .unwrap_or_default();
     let is_edhoc_post = p.header.code == MessageClass::Request(RequestType::Post)
         && path.len() == 2
         && path[0] == EDHOC_PATH[0].as_bytes()
@@ -129,7 +145,11 @@ pub fn parse_request_datagram(bytes: &[u8]) -> Option<Request> {
 /// request, NON otherwise.
 pub fn response(req: &Request, code: ResponseType, payload: Vec<u8>) -> Vec<u8> {
     let mut p = Packet::new();
-    p.header.set_type(if req.confirmable { MessageType::Acknowledgement } else { MessageType::NonConfirmable });
+    p.header.set_type(if req.confirmable {
+        MessageType::Acknowledgement
+    } else {
+        MessageType::NonConfirmable
+    });
     p.header.code = MessageClass::Response(code);
     p.header.message_id = req.message_id;
     p.set_token(req.token.clone());

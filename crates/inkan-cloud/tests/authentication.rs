@@ -1,0 +1,461 @@
+//! The cloud end to end on SQLite: a factory personalizes chips, the cloud
+//! registers their family (with proof of possession), and the chips
+//! authenticate with EDHOC over CoAP/UDP on loopback, every device key
+//! operation inside the chip. Then the attacks, each refused with its
+//! specific reason and an audit entry.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use inkan_cloud::auth::AuthError;
+use inkan_cloud::registry::{pop_challenge, RegistryError};
+use inkan_cloud::{AuthService, CloudIdentity, Limits, Registry, Store};
+use inkan_device::{connect, ConnectError, Retransmission, SeEphemeral, SeSigner, SharedDriver};
+use inkan_factory::personalize::BatchConfig;
+use inkan_factory::{Factory, InitOptions, KeyStore, Personalizer, Secrets};
+use inkan_pki::{CertPolicy, KeyCurve, SoftwareKey};
+use inkan_proto::edhoc::{ConnId, Credential, IdCred, IdCredKind, Initiator, Suite};
+use inkan_se::{Chip, Driver, InProcess, Personality};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct World {
+    _dir: tempfile::TempDir,
+    factory: Factory,
+    chips: Vec<(PathBuf, String)>,
+    secrets: Vec<inkan_factory::personalize::DeviceSecrets>,
+    cloud_key: SoftwareKey,
+}
+
+fn world(families: &[&str], per_family: usize) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = Secrets {
+        passphrase: Some(zeroize::Zeroizing::new(b"pw".to_vec())),
+        pin: None,
+    };
+    let f = Factory::init(
+        &dir.path().join("factory"),
+        InitOptions {
+            organization: "cloud test".into(),
+            curve: KeyCurve::P256,
+            policy: CertPolicy::default(),
+            keys: KeyStore::File,
+            anchors: None,
+        },
+        secrets,
+    )
+    .unwrap();
+    let mut chips = Vec::new();
+    let mut dsec = Vec::new();
+    for fam in families {
+        f.create_family(fam, KeyCurve::P256, true).unwrap();
+        let cfg = BatchConfig {
+            family: fam.to_string(),
+            count: per_family,
+            personality: Personality::A120,
+        };
+        let mut p = Personalizer::open(&f, fam, &format!("{fam}-1"), &cfg).unwrap();
+        for path in p.emulated_chips(per_family, Personality::A120).unwrap() {
+            let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
+            p.personalize(&mut d, Some(&path)).unwrap();
+            let serial = hex::encode_upper(d.serial().unwrap());
+            dsec.push(p.device_secrets(&serial).unwrap());
+            chips.push((path, fam.to_string()));
+        }
+    }
+    let cloud_key = SoftwareKey::load(&f.dir().join("keys/dev-cloud-auth.key.pem"), b"pw").unwrap();
+    World {
+        _dir: dir,
+        factory: f,
+        chips,
+        secrets: dsec,
+        cloud_key,
+    }
+}
+
+fn identity(key: &SoftwareKey) -> CloudIdentity {
+    let cert =
+        inkan_pki::cert::issue_root(key, "cloud test", "inkan cloud", &CertPolicy::default())
+            .unwrap();
+    let SoftwareKey::P256(k) = key else { panic!() };
+    CloudIdentity::new(&k.to_bytes(), &cert.der).unwrap()
+}
+
+async fn cloud(db: &Path, key: &SoftwareKey, limits: Limits) -> Arc<AuthService> {
+    let store = Store::open(db.to_str().unwrap()).await.unwrap();
+    Arc::new(AuthService::new(
+        Registry::new(store),
+        identity(key),
+        limits,
+    ))
+}
+
+fn start_server(rt: &tokio::runtime::Runtime, auth: Arc<AuthService>) -> SocketAddr {
+    rt.block_on(async {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(inkan_cloud::server::serve(sock, auth));
+        addr
+    })
+}
+
+async fn register_family(w: &World, reg: &Registry, tenant: &str, fam: &str) -> String {
+    let (_, cert) = w.factory.family(fam).unwrap();
+    let key = w.factory.signer(&format!("family-{fam}")).unwrap();
+    let sig = inkan_pki::signer::sign_raw(&*key, &pop_challenge(tenant, &cert.der)).unwrap();
+    reg.register_family(tenant, fam, &cert.der, &sig)
+        .await
+        .unwrap()
+}
+
+fn driver(w: &World, i: usize) -> SharedDriver<InProcess> {
+    let mut d = Driver::new(InProcess::new(Chip::open(&w.chips[i].0).unwrap())).unwrap();
+    d.open_session(w.secrets[i].host_keys().unwrap()).unwrap();
+    Arc::new(Mutex::new(d))
+}
+
+fn quick() -> Retransmission {
+    Retransmission {
+        ack_timeout: Duration::from_millis(500),
+        max_retransmit: 2,
+    }
+}
+
+fn refused_with(r: Result<inkan_device::Connected, ConnectError>, want: &str) {
+    match r {
+        Err(ConnectError::Refused { detail, .. }) => {
+            assert!(detail.contains(want), "expected {want:?}, got {detail:?}")
+        }
+        other => panic!("expected a refusal containing {want:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn family_registration_enrolls_devices_on_first_authentication() {
+    let w = world(&["thermo", "valve"], 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(
+        &dir.path().join("cloud.db"),
+        &w.cloud_key,
+        Limits::default(),
+    ));
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+    assert_eq!(
+        rt.block_on(auth.registry.store.device_count()).unwrap(),
+        0,
+        "zero rows per device beforehand"
+    );
+    let addr = start_server(&rt, auth.clone());
+
+    for i in 0..2 {
+        let c = connect(driver(&w, i), addr, quick()).unwrap();
+        assert_eq!(c.session.prk_out().len(), 32);
+    }
+    assert_eq!(rt.block_on(auth.registry.store.device_count()).unwrap(), 2);
+    // A returning device authenticates again (from the verified-chain cache).
+    connect(driver(&w, 0), addr, quick()).unwrap();
+    assert_eq!(rt.block_on(auth.registry.store.device_count()).unwrap(), 2);
+
+    // Unknown CA: the valve family is not registered.
+    refused_with(connect(driver(&w, 2), addr, quick()), "unknown CA");
+    let audit = rt.block_on(auth.registry.store.audit_tail(50)).unwrap();
+    assert!(audit
+        .iter()
+        .any(|(k, _, o, d)| k == "authenticate" && o == "refused" && d.contains("unknown CA")));
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|(k, _, o, _)| k == "authenticate" && o == "ok")
+            .count(),
+        3
+    );
+    assert_eq!(audit.iter().filter(|(k, _, _, _)| k == "enroll").count(), 2);
+}
+
+#[test]
+fn suspension_revocation_and_the_most_specific_entry() {
+    let w = world(&["thermo"], 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(
+        &dir.path().join("cloud.db"),
+        &w.cloud_key,
+        Limits::default(),
+    ));
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    let fam_id = rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, auth.clone());
+    connect(driver(&w, 0), addr, quick()).unwrap();
+    let store = &auth.registry.store;
+    let dev = rt.block_on(async {
+        let leaf = inkan_device::read_identity(&mut driver(&w, 0).lock().unwrap())
+            .unwrap()
+            .certificate;
+        store
+            .device_by_fingerprint(&inkan_cloud::registry::fingerprint(&leaf))
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    // Suspended inside an active family: out. Reinstated: in.
+    rt.block_on(store.set_device_status(&dev.id, "suspended"))
+        .unwrap();
+    refused_with(connect(driver(&w, 0), addr, quick()), "device suspended");
+    rt.block_on(store.set_device_status(&dev.id, "active"))
+        .unwrap();
+    connect(driver(&w, 0), addr, quick()).unwrap();
+    // Revoked: out, and its sessions are ended.
+    rt.block_on(store.set_device_status(&dev.id, "revoked"))
+        .unwrap();
+    refused_with(connect(driver(&w, 0), addr, quick()), "device revoked");
+    // The other device of the family is unaffected...
+    connect(driver(&w, 1), addr, quick()).unwrap();
+    // ...until the family is revoked: then every device is out.
+    rt.block_on(store.set_family_status(&fam_id, "revoked"))
+        .unwrap();
+    refused_with(connect(driver(&w, 1), addr, quick()), "family revoked");
+}
+
+#[test]
+fn the_device_refuses_a_cloud_without_the_pinned_key() {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let impostor = SoftwareKey::generate(KeyCurve::P256);
+    let auth = rt.block_on(cloud(
+        &dir.path().join("cloud.db"),
+        &impostor,
+        Limits::default(),
+    ));
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, auth);
+    assert!(matches!(
+        connect(driver(&w, 0), addr, quick()),
+        Err(ConnectError::CloudKeyMismatch)
+    ));
+}
+
+/// Drives EDHOC by hand with a chip, to replay and splice message_3.
+fn chip_message_3(
+    w: &World,
+    i: usize,
+    auth: &AuthService,
+    rt: &tokio::runtime::Runtime,
+) -> (ConnId, Vec<u8>) {
+    let d = driver(w, i);
+    let eph = SeEphemeral::generate(d.clone()).unwrap();
+    let (init, m1) = Initiator::start(
+        Suite::P256Es256,
+        ConnId(vec![0x01, 0x02]),
+        &[],
+        Box::new(eph),
+    );
+    let m2 = rt
+        .block_on(auth.message_1(&m1, "test"))
+        .map_err(|e| e.0)
+        .unwrap();
+    let p2 = init.process_message_2(&m2).unwrap();
+    let IdCredKind::X5chain(c) = p2.id_cred_r().parse().unwrap() else {
+        panic!()
+    };
+    let point = inkan_pki::cert::IssuedCert::from_der(&c[0])
+        .unwrap()
+        .public_point();
+    let v = p2.verify(&Credential::x509(&c[0], point)).unwrap();
+    let cert = inkan_device::read_identity(&mut d.lock().unwrap())
+        .unwrap()
+        .certificate;
+    let (done, m3) = v
+        .prepare_message_3(
+            &IdCred::x5chain(std::slice::from_ref(&cert)),
+            &inkan_proto::cbor::bstr_vec(&cert),
+            &[],
+            &mut SeSigner::new(d),
+        )
+        .unwrap();
+    (done.c_r.clone(), m3)
+}
+
+#[test]
+fn replayed_spliced_expired_and_flooded_exchanges_are_refused() {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(
+        &dir.path().join("cloud.db"),
+        &w.cloud_key,
+        Limits {
+            ttl_secs: 30,
+            max_pending: 4,
+        },
+    ));
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+
+    // A complete exchange, then its message_3 replayed.
+    let (c_r, m3) = chip_message_3(&w, 0, &auth, &rt);
+    rt.block_on(auth.message_3(&c_r, &m3, "test")).unwrap();
+    assert!(matches!(
+        rt.block_on(auth.message_3(&c_r, &m3, "test")),
+        Err(AuthError::UnknownExchange)
+    ));
+
+    // message_3 of exchange A sent under exchange B's C_R.
+    let (_, m3_a) = chip_message_3(&w, 0, &auth, &rt);
+    let (c_r_b, _) = chip_message_3(&w, 0, &auth, &rt);
+    assert!(matches!(
+        rt.block_on(auth.message_3(&c_r_b, &m3_a, "test")),
+        Err(AuthError::Edhoc(
+            inkan_proto::edhoc::EdhocError::Decryption(3)
+        ))
+    ));
+
+    // A flood of message_1 that never completes: capped.
+    let mut refused = 0;
+    for _ in 0..10 {
+        let (_, m1) = Initiator::start(
+            Suite::P256Es256,
+            ConnId(vec![7]),
+            &[],
+            Box::new(inkan_proto::edhoc::crypto::SoftwareEphemeral::generate(
+                Suite::P256Es256,
+            )),
+        );
+        if let Err((AuthError::Busy, msg)) = rt.block_on(auth.message_1(&m1, "flood")) {
+            assert!(inkan_proto::edhoc::parse_error_message(&msg).is_some());
+            refused += 1;
+        }
+    }
+    assert!(refused >= 6, "only {refused} refused");
+    assert!(
+        rt.block_on(auth.registry.store.pending_exchanges())
+            .unwrap()
+            <= 4
+    );
+
+    // An exchange that expired before message_3.
+    let dir2 = tempfile::tempdir().unwrap();
+    let short = rt.block_on(cloud(
+        &dir2.path().join("c.db"),
+        &w.cloud_key,
+        Limits {
+            ttl_secs: -1,
+            max_pending: 100,
+        },
+    ));
+    let t2 = rt
+        .block_on(short.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &short.registry, &t2, "thermo"));
+    let (c_r, m3) = chip_message_3(&w, 0, &short, &rt);
+    assert!(matches!(
+        rt.block_on(short.message_3(&c_r, &m3, "test")),
+        Err(AuthError::Expired)
+    ));
+
+    let audit = rt.block_on(auth.registry.store.audit_tail(100)).unwrap();
+    for reason in [
+        "replayed or unknown message_3",
+        "failed AEAD decryption",
+        "too many pending exchanges",
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|(_, _, o, d)| o == "refused" && d.contains(reason)),
+            "no audit entry for {reason}"
+        );
+    }
+}
+
+#[test]
+fn registration_needs_proof_of_possession_and_manifests_are_verified() {
+    let w = world(&["thermo"], 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(
+        &dir.path().join("cloud.db"),
+        &w.cloud_key,
+        Limits::default(),
+    ));
+    let reg = &auth.registry;
+    let a = rt.block_on(reg.store.ensure_tenant("tenant-a")).unwrap();
+    let b = rt.block_on(reg.store.ensure_tenant("tenant-b")).unwrap();
+    let (_, fam) = w.factory.family("thermo").unwrap();
+    let key = w.factory.signer("family-thermo").unwrap();
+    // A proof made for tenant A does not register the family in tenant B.
+    let sig_a = inkan_pki::signer::sign_raw(&*key, &pop_challenge(&a, &fam.der)).unwrap();
+    assert!(matches!(
+        rt.block_on(reg.register_family(&b, "thermo", &fam.der, &sig_a)),
+        Err(RegistryError::ProofOfPossession)
+    ));
+    // A signature by another key.
+    let other = SoftwareKey::generate(KeyCurve::P256);
+    let bad = inkan_pki::signer::sign_raw(&other, &pop_challenge(&a, &fam.der)).unwrap();
+    assert!(matches!(
+        rt.block_on(reg.register_family(&a, "thermo", &fam.der, &bad)),
+        Err(RegistryError::ProofOfPossession)
+    ));
+    let root = w.factory.root().unwrap();
+
+    // Bulk import: the batch manifest, verified before anything is written.
+    let p = Personalizer::open(
+        &w.factory,
+        "thermo",
+        "thermo-1",
+        &BatchConfig {
+            family: "thermo".into(),
+            count: 2,
+            personality: Personality::A120,
+        },
+    )
+    .unwrap();
+    let report = p.finish().unwrap();
+    let bytes = std::fs::read(&report.manifest).unwrap();
+    let mut tampered = bytes.clone();
+    let n = tampered.len();
+    tampered[n / 2] ^= 1;
+    assert!(matches!(
+        rt.block_on(reg.import_manifest(&a, &tampered, &root.der)),
+        Err(RegistryError::Manifest(_))
+    ));
+    assert_eq!(
+        rt.block_on(reg.store.device_count()).unwrap(),
+        0,
+        "nothing written from a tampered manifest"
+    );
+    assert_eq!(
+        rt.block_on(reg.import_manifest(&a, &bytes, &root.der))
+            .unwrap(),
+        2
+    );
+    assert_eq!(rt.block_on(reg.store.device_count()).unwrap(), 2);
+    // Importing it twice fails as a whole (one transaction), nothing duplicated.
+    assert!(matches!(
+        rt.block_on(reg.import_manifest(&a, &bytes, &root.der)),
+        Err(RegistryError::Duplicate(_))
+    ));
+    assert_eq!(rt.block_on(reg.store.device_count()).unwrap(), 2);
+    // A device certificate offered as a family is not a CA.
+    let leaf = inkan_pki::manifest::verify(&bytes, &root, std::time::SystemTime::now())
+        .unwrap()
+        .entries[0]
+        .certificate
+        .to_vec();
+    assert!(matches!(
+        rt.block_on(reg.register_family(&a, "not-a-ca", &leaf, &sig_a)),
+        Err(RegistryError::NotACa(_))
+    ));
+}
