@@ -270,6 +270,11 @@ impl Factory {
         &self.dir
     }
 
+    /// The passphrase of the key files, if any (development tooling).
+    pub fn passphrase(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        self.secrets.passphrase.clone()
+    }
+
     fn key_path(&self, name: &str) -> PathBuf {
         self.dir.join("keys").join(format!("{name}.key.pem"))
     }

@@ -3,6 +3,7 @@
 
 mod alloc;
 mod bench;
+mod cloud;
 mod demo;
 mod factory;
 mod se;
@@ -45,6 +46,12 @@ enum Command {
     /// The factory: CA hierarchy, families, personalization of secure
     /// elements, signed batch manifests, revocation lists.
     Factory(factory::Args),
+    /// Run the cloud service: the device endpoint (EDHOC over CoAP/UDP) on
+    /// SQLite by default or PostgreSQL.
+    Serve(cloud::ServeArgs),
+    /// The device side: authenticate to the cloud through the secure element.
+    #[command(subcommand)]
+    Device(cloud::DeviceCmd),
     /// Benchmarks, each printed next to a reference measured in the same run.
     #[command(subcommand, after_help = "Example:\n  inkan bench se --seconds 5")]
     Bench(bench::Which),
@@ -56,6 +63,8 @@ fn main() {
         Command::Demo(a) => demo::run(a),
         Command::Se(a) => se::run(a),
         Command::Factory(a) => factory::run(a),
+        Command::Serve(a) => cloud::serve(a),
+        Command::Device(c) => cloud::device(c),
         Command::Bench(w) => bench::run(w),
     };
     if let Err(e) = result {
