@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use: openssl checks signatures, certificates and
 # CRLs; softhsm2 is the PKCS#11 token holding CA keys; python3-venv hosts the
 # linters.
-packages=(openssl softhsm2 python3-venv)
+# postgresql is the scale-out store, started for real below.
+packages=(openssl softhsm2 python3-venv postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,6 +34,11 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== PostgreSQL (throwaway cluster on loopback)"
+eval "$(scripts/pg-start.sh)"
+trap '$INKAN_PG_STOP >/dev/null 2>&1 || true' EXIT
+echo "   $INKAN_TEST_POSTGRES"
+
 echo "== cargo test"
 cargo test --workspace --locked
 

@@ -82,13 +82,52 @@ fn identity(key: &SoftwareKey) -> CloudIdentity {
     CloudIdentity::new(&k.to_bytes(), &cert.der).unwrap()
 }
 
-async fn cloud(db: &Path, key: &SoftwareKey, limits: Limits) -> Arc<AuthService> {
-    let store = Store::open(db.to_str().unwrap()).await.unwrap();
+/// The two stores every test runs against.
+#[derive(Clone, Copy, Debug)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database: a SQLite file, or a new PostgreSQL database in the
+/// throwaway cluster scripts/test.sh starts.
+async fn db_url(db: Db, dir: &Path) -> String {
+    match db {
+        Db::Sqlite => dir
+            .join(format!("{}.db", inkan_cloud::store::new_id()))
+            .to_str()
+            .unwrap()
+            .to_string(),
+        Db::Postgres => {
+            let admin = std::env::var("INKAN_TEST_POSTGRES")
+                .expect("INKAN_TEST_POSTGRES is not set: run scripts/test.sh, which starts a throwaway PostgreSQL cluster");
+            let name = format!("inkan_{}", inkan_cloud::store::new_id());
+            sqlx::any::install_default_drivers();
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+                .await
+                .unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').unwrap().0;
+            format!("{base}/{name}")
+        }
+    }
+}
+
+async fn cloud_at(url: &str, key: &SoftwareKey, limits: Limits) -> Arc<AuthService> {
+    let store = Store::open(url).await.unwrap();
     Arc::new(AuthService::new(
         Registry::new(store),
         identity(key),
         limits,
     ))
+}
+
+async fn cloud(db: Db, dir: &Path, key: &SoftwareKey, limits: Limits) -> Arc<AuthService> {
+    let url = db_url(db, dir).await;
+    cloud_at(&url, key, limits).await
 }
 
 fn start_server(rt: &tokio::runtime::Runtime, auth: Arc<AuthService>) -> SocketAddr {
@@ -131,16 +170,11 @@ fn refused_with(r: Result<inkan_device::Connected, ConnectError>, want: &str) {
     }
 }
 
-#[test]
-fn family_registration_enrolls_devices_on_first_authentication() {
+fn family_registration_enrolls_devices_on_first_authentication(db: Db) {
     let w = world(&["thermo", "valve"], 2);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let auth = rt.block_on(cloud(
-        &dir.path().join("cloud.db"),
-        &w.cloud_key,
-        Limits::default(),
-    ));
+    let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
     let tenant = rt
         .block_on(auth.registry.store.ensure_tenant("acme"))
         .unwrap();
@@ -177,16 +211,11 @@ fn family_registration_enrolls_devices_on_first_authentication() {
     assert_eq!(audit.iter().filter(|(k, _, _, _)| k == "enroll").count(), 2);
 }
 
-#[test]
-fn suspension_revocation_and_the_most_specific_entry() {
+fn suspension_revocation_and_the_most_specific_entry(db: Db) {
     let w = world(&["thermo"], 2);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let auth = rt.block_on(cloud(
-        &dir.path().join("cloud.db"),
-        &w.cloud_key,
-        Limits::default(),
-    ));
+    let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
     let tenant = rt
         .block_on(auth.registry.store.ensure_tenant("acme"))
         .unwrap();
@@ -223,17 +252,12 @@ fn suspension_revocation_and_the_most_specific_entry() {
     refused_with(connect(driver(&w, 1), addr, quick()), "family revoked");
 }
 
-#[test]
-fn the_device_refuses_a_cloud_without_the_pinned_key() {
+fn the_device_refuses_a_cloud_without_the_pinned_key(db: Db) {
     let w = world(&["thermo"], 1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let impostor = SoftwareKey::generate(KeyCurve::P256);
-    let auth = rt.block_on(cloud(
-        &dir.path().join("cloud.db"),
-        &impostor,
-        Limits::default(),
-    ));
+    let auth = rt.block_on(cloud(db, dir.path(), &impostor, Limits::default()));
     let tenant = rt
         .block_on(auth.registry.store.ensure_tenant("acme"))
         .unwrap();
@@ -286,13 +310,13 @@ fn chip_message_3(
     (done.c_r.clone(), m3)
 }
 
-#[test]
-fn replayed_spliced_expired_and_flooded_exchanges_are_refused() {
+fn replayed_spliced_expired_and_flooded_exchanges_are_refused(db: Db) {
     let w = world(&["thermo"], 1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let auth = rt.block_on(cloud(
-        &dir.path().join("cloud.db"),
+        db,
+        dir.path(),
         &w.cloud_key,
         Limits {
             ttl_secs: 30,
@@ -348,7 +372,8 @@ fn replayed_spliced_expired_and_flooded_exchanges_are_refused() {
     // An exchange that expired before message_3.
     let dir2 = tempfile::tempdir().unwrap();
     let short = rt.block_on(cloud(
-        &dir2.path().join("c.db"),
+        db,
+        dir2.path(),
         &w.cloud_key,
         Limits {
             ttl_secs: -1,
@@ -380,16 +405,11 @@ fn replayed_spliced_expired_and_flooded_exchanges_are_refused() {
     }
 }
 
-#[test]
-fn registration_needs_proof_of_possession_and_manifests_are_verified() {
+fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
     let w = world(&["thermo"], 2);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let auth = rt.block_on(cloud(
-        &dir.path().join("cloud.db"),
-        &w.cloud_key,
-        Limits::default(),
-    ));
+    let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
     let reg = &auth.registry;
     let a = rt.block_on(reg.store.ensure_tenant("tenant-a")).unwrap();
     let b = rt.block_on(reg.store.ensure_tenant("tenant-b")).unwrap();
@@ -458,4 +478,93 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified() {
         rt.block_on(reg.register_family(&a, "not-a-ca", &leaf, &sig_a)),
         Err(RegistryError::NotACa(_))
     ));
+}
+
+/// Each scenario runs against both stores, as separate tests.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(super::Db::Sqlite) })*
+        }
+        mod postgres {
+            $(#[test] fn $name() { super::$name(super::Db::Postgres) })*
+        }
+    };
+}
+
+on_both_stores!(
+    family_registration_enrolls_devices_on_first_authentication,
+    suspension_revocation_and_the_most_specific_entry,
+    the_device_refuses_a_cloud_without_the_pinned_key,
+    replayed_spliced_expired_and_flooded_exchanges_are_refused,
+    registration_needs_proof_of_possession_and_manifests_are_verified
+);
+
+/// Two replicas on one PostgreSQL: a device authenticates at either, an
+/// exchange begun at one finishes at the other, and a revocation made at
+/// one is enforced by the other on the next authentication.
+#[test]
+fn two_replicas_share_one_postgres() {
+    let w = world(&["thermo"], 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = rt.block_on(db_url(Db::Postgres, dir.path()));
+    let a = rt.block_on(cloud_at(&url, &w.cloud_key, Limits::default()));
+    let b = rt.block_on(cloud_at(&url, &w.cloud_key, Limits::default()));
+    let tenant = rt.block_on(a.registry.store.ensure_tenant("acme")).unwrap();
+    rt.block_on(register_family(&w, &a.registry, &tenant, "thermo"));
+    let (addr_a, addr_b) = (start_server(&rt, a.clone()), start_server(&rt, b.clone()));
+
+    connect(driver(&w, 0), addr_a, quick()).unwrap();
+    connect(driver(&w, 0), addr_b, quick()).unwrap();
+    connect(driver(&w, 1), addr_b, quick()).unwrap();
+
+    // message_1 at A, message_3 at B.
+    let d = driver(&w, 1);
+    let eph = SeEphemeral::generate(d.clone()).unwrap();
+    let (init, m1) = Initiator::start(Suite::P256Es256, ConnId(vec![0x03]), &[], Box::new(eph));
+    let m2 = rt
+        .block_on(a.message_1(&m1, "replica test"))
+        .map_err(|e| e.0)
+        .unwrap();
+    let p2 = init.process_message_2(&m2).unwrap();
+    let IdCredKind::X5chain(c) = p2.id_cred_r().parse().unwrap() else {
+        panic!()
+    };
+    let point = inkan_pki::cert::IssuedCert::from_der(&c[0])
+        .unwrap()
+        .public_point();
+    let v = p2.verify(&Credential::x509(&c[0], point)).unwrap();
+    let cert = inkan_device::read_identity(&mut d.lock().unwrap())
+        .unwrap()
+        .certificate;
+    let (done, m3) = v
+        .prepare_message_3(
+            &IdCred::x5chain(std::slice::from_ref(&cert)),
+            &inkan_proto::cbor::bstr_vec(&cert),
+            &[],
+            &mut SeSigner::new(d),
+        )
+        .unwrap();
+    let ok = rt
+        .block_on(b.message_3(&done.c_r, &m3, "replica test"))
+        .unwrap();
+    done.process_message_4(&ok.message_4).unwrap();
+
+    // Revoke at A; B refuses the very next authentication.
+    let leaf = inkan_device::read_identity(&mut driver(&w, 0).lock().unwrap())
+        .unwrap()
+        .certificate;
+    let row = rt
+        .block_on(
+            a.registry
+                .store
+                .device_by_fingerprint(&inkan_cloud::registry::fingerprint(&leaf)),
+        )
+        .unwrap()
+        .unwrap();
+    rt.block_on(a.registry.store.set_device_status(&row.id, "revoked"))
+        .unwrap();
+    refused_with(connect(driver(&w, 0), addr_b, quick()), "device revoked");
+    refused_with(connect(driver(&w, 0), addr_a, quick()), "device revoked");
 }
