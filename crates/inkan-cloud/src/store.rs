@@ -30,6 +30,11 @@ pub enum Backend {
     Postgres,
 }
 
+// SQLite runs in WAL mode with synchronous=NORMAL: a committed transaction
+// survives the service being killed at any moment (the WAL is written
+// before the commit returns); only an operating-system crash or power loss
+// can lose the last commits. PostgreSQL keeps its own fsync-on-commit.
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     SystemTime::now()
@@ -146,7 +151,7 @@ impl Store {
                         sqlx::query("PRAGMA foreign_keys=ON")
                             .execute(&mut *conn)
                             .await?;
-                        sqlx::query("PRAGMA synchronous=FULL")
+                        sqlx::query("PRAGMA synchronous=NORMAL")
                             .execute(&mut *conn)
                             .await?;
                     }

@@ -32,6 +32,26 @@ pub enum Which {
         #[arg(long, default_value_t = 100)]
         chips: usize,
     },
+    /// Device authentication against a running `inkan serve` (a separate
+    /// process on SQLite): handshakes per second, latency, the server's CPU
+    /// per handshake next to the raw cost of the responder's cryptography;
+    /// and manifest import rate next to raw inserts.
+    Auth(AuthArgs),
+}
+
+/// Options of `inkan bench auth`.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  inkan bench auth --devices 2000 --concurrency 32")]
+pub struct AuthArgs {
+    /// Distinct emulated devices (each personalized, each authenticating).
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    /// Devices authenticating at the same time.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Manifest entries for the import figure.
+    #[arg(long, default_value_t = 10_000)]
+    manifest: usize,
 }
 
 /// Runs a benchmark.
@@ -39,6 +59,7 @@ pub fn run(w: Which) -> Result<()> {
     match w {
         Which::Se { seconds, chips } => se(Duration::from_secs_f64(seconds), chips),
         Which::Factory { chips } => factory(chips),
+        Which::Auth(a) => crate::bench_auth::run(a.devices, a.concurrency, a.manifest),
     }
 }
 

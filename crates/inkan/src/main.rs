@@ -3,6 +3,7 @@
 
 mod alloc;
 mod bench;
+mod bench_auth;
 mod cloud;
 mod demo;
 mod factory;

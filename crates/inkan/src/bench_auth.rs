@@ -1,0 +1,322 @@
+//! `inkan bench auth`: thousands of distinct emulated devices authenticate
+//! concurrently against `inkan serve` running as a separate process, so its
+//! CPU time can be read from /proc and divided by the handshakes.
+
+use anyhow::{bail, Context, Result};
+use inkan_factory::personalize::BatchConfig;
+use inkan_factory::{Factory, InitOptions, KeyStore, Personalizer, Secrets};
+use inkan_pki::{CertPolicy, KeyCurve};
+use inkan_se::{Chip, Driver, InProcess, Personality};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("stat format")?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the command: state is index 0, utime 11, stime 12.
+    let ticks: f64 =
+        f.get(11).context("utime")?.parse::<f64>()? + f.get(12).context("stime")?.parse::<f64>()?;
+    #[allow(unsafe_code)]
+    // SAFETY: sysconf takes a constant and only reads a system setting.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        bail!("sysconf(_SC_CLK_TCK) failed");
+    }
+    Ok(ticks / hz as f64)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark.
+pub fn run(devices: usize, concurrency: usize, manifest_entries: usize) -> Result<()> {
+    println!("inkan bench auth: {devices} distinct devices, {concurrency} at a time; inkan serve on SQLite in its own process");
+    let dir = tempfile::tempdir()?;
+    let secrets = Secrets {
+        passphrase: Some(zeroize::Zeroizing::new(b"bench".to_vec())),
+        pin: None,
+    };
+    let f = Factory::init(
+        &dir.path().join("factory"),
+        InitOptions {
+            organization: "bench".into(),
+            curve: KeyCurve::P256,
+            policy: CertPolicy::default(),
+            keys: KeyStore::File,
+            anchors: None,
+        },
+        secrets,
+    )?;
+    f.create_family("bench", KeyCurve::P256, true)?;
+
+    // Personalize the devices in memory (keys born in each chip).
+    let t = Instant::now();
+    let cfg = BatchConfig {
+        family: "bench".into(),
+        count: 0,
+        personality: Personality::A120,
+    };
+    let mut p = Personalizer::open(&f, "bench", "bench-1", &cfg)?;
+    let mut fleet = Vec::with_capacity(devices);
+    for _ in 0..devices {
+        let mut d = Driver::new(InProcess::new(Chip::new_random(Personality::A120)))?;
+        p.personalize(&mut d, None)?;
+        let serial = hex::encode_upper(d.serial().unwrap_or_default());
+        d.open_session(
+            p.device_secrets(&serial)?
+                .host_keys()
+                .context("host keys")?,
+        )?;
+        fleet.push(Arc::new(Mutex::new(d)));
+    }
+    println!(
+        "  personalized {devices} chips in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // The cloud: register the family in the store, then start `inkan serve`.
+    let db = dir.path().join("cloud.db");
+    let db_s = db.to_string_lossy().to_string();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let store = inkan_cloud::Store::open(&db_s).await?;
+        let reg = inkan_cloud::Registry::new(store);
+        let tenant = reg.store.ensure_tenant("bench").await?;
+        let (_, fam) = f.family("bench")?;
+        let key = f.signer("family-bench")?;
+        let proof = inkan_pki::signer::sign_raw(
+            &*key,
+            &inkan_cloud::registry::pop_challenge(&tenant, &fam.der),
+        )?;
+        reg.register_family(&tenant, "bench", &fam.der, &proof)
+            .await?;
+        anyhow::Ok(())
+    })?;
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        s.local_addr()?.port()
+    };
+    let mut server = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "serve",
+            "--db",
+            &db_s,
+            "--coap",
+            &format!("127.0.0.1:{port}"),
+            "--cloud-key",
+        ])
+        .arg(f.dir().join("keys/dev-cloud-auth.key.pem"))
+        .args(["--max-pending", "100000"])
+        .env("INKAN_CA_PASSPHRASE", "bench")
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    std::thread::sleep(Duration::from_millis(700));
+    let result = (|| -> Result<()> {
+        let rt_args = inkan_device::Retransmission {
+            ack_timeout: Duration::from_secs(2),
+            max_retransmit: 4,
+        };
+        let mut rows = Vec::new();
+        for round in [
+            "first contact (enrolment through the family)",
+            "returning devices (verified-chain cache)",
+        ] {
+            let cpu0 = cpu_seconds(server.id())?;
+            let t = Instant::now();
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let lat = Arc::new(Mutex::new(Vec::with_capacity(devices)));
+            let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            std::thread::scope(|s| {
+                for _ in 0..concurrency {
+                    let (next, lat, failures, fleet) =
+                        (next.clone(), lat.clone(), failures.clone(), &fleet);
+                    s.spawn(move || loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= fleet.len() {
+                            break;
+                        }
+                        let t = Instant::now();
+                        match inkan_device::connect(fleet[i].clone(), addr, rt_args) {
+                            Ok(_) => {
+                                if let Ok(mut l) = lat.lock() {
+                                    l.push(t.elapsed());
+                                }
+                            }
+                            Err(_) => {
+                                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+            });
+            let wall = t.elapsed().as_secs_f64();
+            let cpu = cpu_seconds(server.id())? - cpu0;
+            let mut l = lat.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
+            l.sort();
+            let n = l.len();
+            let fails = failures.load(std::sync::atomic::Ordering::Relaxed);
+            if fails > 0 {
+                bail!("{fails} handshakes failed in round {round}");
+            }
+            rows.push((
+                round,
+                n as f64 / wall,
+                percentile(&l, 0.5),
+                percentile(&l, 0.99),
+                cpu / n as f64,
+            ));
+        }
+
+        // Reference: the responder's own cryptography per handshake, with
+        // the same implementations it uses: an ephemeral key, ECDH, one
+        // ES256 signature, one ES256 verification.
+        let raw = raw_responder_crypto(2000)?;
+        println!();
+        println!(
+            "{:<48} {:>10} {:>9} {:>9} {:>14} {:>7}",
+            "", "auth/s", "p50 ms", "p99 ms", "server CPU/hs", "ratio"
+        );
+        println!(
+            "{:<48} {:>10} {:>9} {:>9} {:>11.3} ms {:>7}",
+            "raw responder crypto (reference)",
+            "",
+            "",
+            "",
+            raw * 1000.0,
+            "1.00"
+        );
+        for (round, rate, p50, p99, cpu) in &rows {
+            println!(
+                "{round:<48} {rate:>10.0} {:>9.2} {:>9.2} {:>11.3} ms {:>7.2}",
+                p50.as_secs_f64() * 1000.0,
+                p99.as_secs_f64() * 1000.0,
+                cpu * 1000.0,
+                cpu / raw
+            );
+        }
+        Ok(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result?;
+    manifest_import(&f, &rt, manifest_entries, dir.path())
+}
+
+fn raw_responder_crypto(n: usize) -> Result<f64> {
+    use inkan_proto::edhoc::crypto::{
+        self, EphemeralKey, SignatureKey, SoftwareEphemeral, SoftwareSigner,
+    };
+    use inkan_proto::edhoc::Suite;
+    let mut signer = SoftwareSigner::generate(Suite::P256Es256);
+    let peer = SoftwareEphemeral::generate(Suite::P256Es256).public();
+    let dev = SoftwareSigner::generate(Suite::P256Es256);
+    let mut devk = SoftwareSigner::generate(Suite::P256Es256);
+    let msg = [0x42u8; 400];
+    let sig = devk.sign(&msg)?;
+    let _ = dev;
+    let t = Instant::now();
+    for _ in 0..n {
+        let e = Box::new(SoftwareEphemeral::generate(Suite::P256Es256));
+        let _ = e.public();
+        let _ = e.agree(&peer)?;
+        let _ = signer.sign(&msg)?;
+        let _ = crypto::verify(Suite::P256Es256, &devk.public_key(), &msg, &sig);
+    }
+    Ok(t.elapsed().as_secs_f64() / n as f64)
+}
+
+fn manifest_import(
+    f: &Factory,
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    dir: &std::path::Path,
+) -> Result<()> {
+    use inkan_pki::manifest::{Manifest, ManifestEntry};
+    use inkan_pki::{CaSigner, DeviceProfile, SoftwareKey};
+    let (_, fam) = f.family("bench")?;
+    let fam_key = f.signer("family-bench")?;
+    let dev_key = SoftwareKey::generate(KeyCurve::P256);
+    let point = dev_key.public_point();
+    let mut entries = Vec::with_capacity(n);
+    for i in 0..n {
+        let serial = format!("{i:018X}");
+        let profile = DeviceProfile {
+            serial: serial.clone(),
+            organization: "bench".into(),
+            family: "bench".into(),
+            key_agreement: true,
+        };
+        let c = inkan_pki::cert::issue_device(
+            &*fam_key,
+            &fam,
+            &point,
+            &profile,
+            &CertPolicy::default(),
+        )?;
+        entries.push(ManifestEntry {
+            serial,
+            certificate: c.der.into(),
+            public_key: point.clone().into(),
+            family: "bench".into(),
+            time: 0,
+        });
+    }
+    let m = Manifest {
+        version: 1,
+        batch: "import".into(),
+        family: "bench".into(),
+        family_certificate: fam.der.clone().into(),
+        created: 0,
+        entries,
+    };
+    let bytes = inkan_pki::manifest::sign(
+        &m,
+        &*f.signer("manifest-signer")?,
+        &f.manifest_signer_cert()?,
+    )?;
+    let root = f.root()?;
+    let (import, raw) = rt.block_on(async {
+        let a = inkan_cloud::Store::open(&dir.join("import.db").to_string_lossy()).await?;
+        let reg = inkan_cloud::Registry::new(a);
+        let tenant = reg.store.ensure_tenant("bench").await?;
+        let t = Instant::now();
+        let count = reg.import_manifest(&tenant, &bytes, &root.der).await?;
+        let import = count as f64 / t.elapsed().as_secs_f64();
+        // Reference: the same rows inserted raw, in one transaction, into a
+        // fresh store of the same kind.
+        let b = inkan_cloud::Store::open(&dir.join("raw.db").to_string_lossy()).await?;
+        let tenant_b = b.ensure_tenant("bench").await?;
+        let t = Instant::now();
+        let mut tx = b.pool.begin().await?;
+        for e in &m.entries {
+            inkan_cloud::Store::insert_device(
+                &mut *tx,
+                &tenant_b,
+                &e.serial,
+                None,
+                &e.certificate,
+                &inkan_cloud::registry::fingerprint(&e.certificate),
+                &e.public_key,
+                "manifest",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let raw = m.entries.len() as f64 / t.elapsed().as_secs_f64();
+        anyhow::Ok((import, raw))
+    })?;
+    println!();
+    println!("manifest import ({n} devices, SQLite): {import:.0} devices/s, raw inserts of the same rows {raw:.0}/s, ratio {:.2}", import / raw);
+    Ok(())
+}
