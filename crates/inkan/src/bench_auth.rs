@@ -30,12 +30,14 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks / hz as f64)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// `per_mille` of 500 is the median, 990 the 99th percentile.
+fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    // Nearest-rank percentile on the sorted sample.
+    let rank = (sorted.len() - 1) * per_mille / 1000;
+    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// Runs the benchmark.
