@@ -174,8 +174,8 @@ pub fn run(devices: usize, concurrency: usize, manifest_entries: usize) -> Resul
             rows.push((
                 round,
                 n as f64 / wall,
-                percentile(&l, 0.5),
-                percentile(&l, 0.99),
+                percentile(&l, 500),
+                percentile(&l, 990),
                 cpu / n as f64,
             ));
         }
