@@ -1,0 +1,638 @@
+//! The operator API (HTTP/JSON): every request carries a bearer token,
+//! stored hashed, bound to one tenant and one role (viewer < operator <
+//! admin); every endpoint checks both, and every use is audited. Another
+//! tenant's objects answer 404, as if they did not exist.
+
+use crate::registry::{pop_challenge, RegistryError};
+use crate::store::{new_id, now, Store, StoreError};
+use crate::AuthService;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use sqlx::Row;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use utoipa::{OpenApi, ToSchema};
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read only.
+    Viewer,
+    /// Register devices and families, suspend and reinstate.
+    Operator,
+    /// Everything, including revocation and tokens.
+    Admin,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Creates a token for a tenant; returns the secret form `ink_<id>_<secret>`
+/// (shown once; only its hash is kept).
+pub async fn create_token(
+    store: &Store,
+    tenant_id: &str,
+    role: Role,
+) -> Result<String, StoreError> {
+    let id = new_id();
+    let mut secret = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+    let secret = hex::encode(secret);
+    sqlx::query(
+        "INSERT INTO api_tokens (id, tenant_id, hash, role, created) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&id)
+    .bind(tenant_id)
+    .bind(hex::encode(sha2::Sha256::digest(secret.as_bytes())))
+    .bind(role.as_str())
+    .bind(now())
+    .execute(&store.pool)
+    .await?;
+    store
+        .audit(Some(tenant_id), "token", &id, "created", role.as_str())
+        .await?;
+    Ok(format!("ink_{id}_{secret}"))
+}
+
+/// The caller behind a valid token.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Role.
+    pub role: Role,
+    /// Token id (for the audit log).
+    pub token_id: String,
+}
+
+/// An API error, rendered as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
+        let code = match &e {
+            RegistryError::Duplicate(_) => StatusCode::CONFLICT,
+            RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Shared state of the API.
+pub struct ApiState {
+    /// The authentication service (registry and store).
+    pub auth: Arc<AuthService>,
+}
+
+async fn caller(
+    st: &ApiState,
+    headers: &HeaderMap,
+    need: Role,
+    what: &str,
+) -> Result<Caller, ApiError> {
+    let store = &st.auth.registry.store;
+    let unauthorized = || {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid bearer token".into(),
+        )
+    };
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    let rest = token.strip_prefix("ink_").ok_or_else(unauthorized)?;
+    let (id, secret) = rest.split_once('_').ok_or_else(unauthorized)?;
+    let row = sqlx::query("SELECT tenant_id, hash, role FROM api_tokens WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(StoreError::from)?;
+    let Some(row) = row else {
+        store
+            .audit(None, "api", what, "denied", "unknown token")
+            .await?;
+        return Err(unauthorized());
+    };
+    let hash: String = row.try_get("hash").map_err(StoreError::from)?;
+    let given = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+    if !bool::from(given.as_bytes().ct_eq(hash.as_bytes())) {
+        store
+            .audit(
+                None,
+                "api",
+                what,
+                "denied",
+                &format!("bad secret for token {id}"),
+            )
+            .await?;
+        return Err(unauthorized());
+    }
+    let tenant_id: String = row.try_get("tenant_id").map_err(StoreError::from)?;
+    let role = Role::parse(&row.try_get::<String, _>("role").map_err(StoreError::from)?)
+        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "bad role".into()))?;
+    if role < need {
+        store
+            .audit(
+                Some(&tenant_id),
+                "api",
+                what,
+                "denied",
+                &format!("token {id} is {}, needs {}", role.as_str(), need.as_str()),
+            )
+            .await?;
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("this needs the {} role", need.as_str()),
+        ));
+    }
+    store
+        .audit(Some(&tenant_id), "api", what, "ok", &format!("token {id}"))
+        .await?;
+    Ok(Caller {
+        tenant_id,
+        role,
+        token_id: id.to_string(),
+    })
+}
+
+/// A device, as the API shows it.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct DeviceView {
+    /// Identifier.
+    pub id: String,
+    /// Chip serial.
+    pub serial: String,
+    /// Status: active, suspended or revoked.
+    pub status: String,
+    /// individual, manifest or family.
+    pub enrolled_by: String,
+    /// The family, if known.
+    pub family_id: Option<String>,
+}
+
+/// A family, as the API shows it.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct FamilyView {
+    /// Identifier.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Status.
+    pub status: String,
+}
+
+/// Pagination.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct Page {
+    /// Maximum items (default 100, at most 1000).
+    pub limit: Option<i64>,
+    /// Items to skip.
+    pub offset: Option<i64>,
+}
+
+/// A certificate in PEM or base16 DER.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct CertificateBody {
+    /// The certificate (PEM).
+    pub certificate_pem: String,
+}
+
+/// A family registration.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct FamilyBody {
+    /// Family name.
+    pub name: String,
+    /// The family CA certificate (PEM).
+    pub certificate_pem: String,
+    /// The family key's ECDSA signature (raw r||s, hex) over the challenge.
+    pub proof_hex: String,
+}
+
+/// A manifest import.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct ManifestBody {
+    /// The signed manifest (COSE_Sign1), hex.
+    pub manifest_hex: String,
+    /// The factory root certificate (PEM) it must verify against.
+    pub root_pem: String,
+}
+
+/// A token request.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct TokenBody {
+    /// The role of the new token.
+    pub role: Role,
+}
+
+fn cert_der(pem: &str) -> Result<Vec<u8>, ApiError> {
+    inkan_pki::pem_or_der("CERTIFICATE", pem.as_bytes())
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "certificate_pem is not a PEM certificate".into(),
+            )
+        })
+}
+
+fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such object in this tenant".into(),
+    )
+}
+
+#[utoipa::path(get, path = "/v1/devices", params(("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)), responses((status = 200, body = [DeviceView])))]
+async fn list_devices(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(p): Query<Page>,
+) -> ApiResult<Vec<DeviceView>> {
+    let c = caller(&st, &headers, Role::Viewer, "GET /v1/devices").await?;
+    let rows = sqlx::query("SELECT id, serial, status, enrolled_by, family_id FROM devices WHERE tenant_id = $1 ORDER BY serial LIMIT $2 OFFSET $3")
+        .bind(&c.tenant_id)
+        .bind(p.limit.unwrap_or(100).clamp(1, 1000))
+        .bind(p.offset.unwrap_or(0).max(0))
+        .fetch_all(&st.auth.registry.store.pool)
+        .await
+        .map_err(StoreError::from)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(DeviceView {
+            id: r.try_get("id").map_err(StoreError::from)?,
+            serial: r.try_get("serial").map_err(StoreError::from)?,
+            status: r.try_get("status").map_err(StoreError::from)?,
+            enrolled_by: r.try_get("enrolled_by").map_err(StoreError::from)?,
+            family_id: r.try_get("family_id").map_err(StoreError::from)?,
+        });
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(get, path = "/v1/devices/{id}", responses((status = 200, body = DeviceView), (status = 404)))]
+async fn get_device(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<DeviceView> {
+    let c = caller(&st, &headers, Role::Viewer, "GET /v1/devices/{id}").await?;
+    let d = st
+        .auth
+        .registry
+        .store
+        .device(&id)
+        .await?
+        .filter(|d| d.tenant_id == c.tenant_id)
+        .ok_or_else(not_found)?;
+    Ok(Json(DeviceView {
+        id: d.id,
+        serial: d.serial,
+        status: d.status,
+        enrolled_by: d.enrolled_by,
+        family_id: d.family_id,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/devices", request_body = CertificateBody, responses((status = 200, body = DeviceView)))]
+async fn register_device(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(b): Json<CertificateBody>,
+) -> ApiResult<DeviceView> {
+    let c = caller(&st, &headers, Role::Operator, "POST /v1/devices").await?;
+    let id = st
+        .auth
+        .registry
+        .register_device(&c.tenant_id, &cert_der(&b.certificate_pem)?)
+        .await?;
+    get_device(State(st), headers, Path(id)).await
+}
+
+#[utoipa::path(post, path = "/v1/devices/{id}/{action}", responses((status = 200, body = DeviceView), (status = 403), (status = 404)))]
+async fn device_action(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<DeviceView> {
+    let (need, status) = match action.as_str() {
+        "suspend" => (Role::Operator, "suspended"),
+        "reinstate" => (Role::Operator, "active"),
+        "revoke" => (Role::Admin, "revoked"),
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("unknown action {action:?} (suspend, reinstate, revoke)"),
+            ))
+        }
+    };
+    let c = caller(
+        &st,
+        &headers,
+        need,
+        &format!("POST /v1/devices/{{id}}/{action}"),
+    )
+    .await?;
+    let store = &st.auth.registry.store;
+    let d = store
+        .device(&id)
+        .await?
+        .filter(|d| d.tenant_id == c.tenant_id)
+        .ok_or_else(not_found)?;
+    if d.status == "revoked" && status != "revoked" {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "a revoked device cannot be reinstated".into(),
+        ));
+    }
+    store.set_device_status(&d.id, status).await?;
+    store
+        .audit(
+            Some(&c.tenant_id),
+            &format!("device-{action}"),
+            &d.serial,
+            "ok",
+            &format!("token {}", c.token_id),
+        )
+        .await?;
+    get_device(State(st), headers, Path(id)).await
+}
+
+#[utoipa::path(get, path = "/v1/families", responses((status = 200, body = [FamilyView])))]
+async fn list_families(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> ApiResult<Vec<FamilyView>> {
+    let c = caller(&st, &headers, Role::Viewer, "GET /v1/families").await?;
+    let fams = st.auth.registry.store.families().await?;
+    Ok(Json(
+        fams.into_iter()
+            .filter(|f| f.tenant_id == c.tenant_id)
+            .map(|f| FamilyView {
+                id: f.id,
+                name: f.name,
+                status: f.status,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/families/challenge", request_body = CertificateBody, responses((status = 200, description = "{\"challenge_hex\": …}: sign it with the family key")))]
+async fn family_challenge(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(b): Json<CertificateBody>,
+) -> ApiResult<serde_json::Value> {
+    let c = caller(&st, &headers, Role::Operator, "POST /v1/families/challenge").await?;
+    Ok(Json(
+        serde_json::json!({ "challenge_hex": hex::encode(pop_challenge(&c.tenant_id, &cert_der(&b.certificate_pem)?)) }),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/families", request_body = FamilyBody, responses((status = 200, body = FamilyView)))]
+async fn register_family(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(b): Json<FamilyBody>,
+) -> ApiResult<FamilyView> {
+    let c = caller(&st, &headers, Role::Operator, "POST /v1/families").await?;
+    let proof = hex::decode(&b.proof_hex)
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "proof_hex is not hex".into()))?;
+    let id = st
+        .auth
+        .registry
+        .register_family(
+            &c.tenant_id,
+            &b.name,
+            &cert_der(&b.certificate_pem)?,
+            &proof,
+        )
+        .await?;
+    Ok(Json(FamilyView {
+        id,
+        name: b.name,
+        status: "active".into(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/families/{id}/{action}", responses((status = 200, body = FamilyView), (status = 403), (status = 404)))]
+async fn family_action(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<FamilyView> {
+    let (need, status) = match action.as_str() {
+        "suspend" => (Role::Operator, "suspended"),
+        "reinstate" => (Role::Operator, "active"),
+        "revoke" => (Role::Admin, "revoked"),
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("unknown action {action:?}"),
+            ))
+        }
+    };
+    let c = caller(
+        &st,
+        &headers,
+        need,
+        &format!("POST /v1/families/{{id}}/{action}"),
+    )
+    .await?;
+    let store = &st.auth.registry.store;
+    let f = store
+        .families()
+        .await?
+        .into_iter()
+        .find(|f| f.id == id && f.tenant_id == c.tenant_id)
+        .ok_or_else(not_found)?;
+    if f.status == "revoked" && status != "revoked" {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "a revoked family cannot be reinstated".into(),
+        ));
+    }
+    store.set_family_status(&f.id, status).await?;
+    store
+        .audit(
+            Some(&c.tenant_id),
+            &format!("family-{action}"),
+            &f.name,
+            "ok",
+            &format!("token {}", c.token_id),
+        )
+        .await?;
+    Ok(Json(FamilyView {
+        id: f.id,
+        name: f.name,
+        status: status.into(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/manifests", request_body = ManifestBody, responses((status = 200, description = "{\"imported\": n}")))]
+async fn import_manifest(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(b): Json<ManifestBody>,
+) -> ApiResult<serde_json::Value> {
+    let c = caller(&st, &headers, Role::Operator, "POST /v1/manifests").await?;
+    let bytes = hex::decode(&b.manifest_hex)
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "manifest_hex is not hex".into()))?;
+    let n = st
+        .auth
+        .registry
+        .import_manifest(&c.tenant_id, &bytes, &cert_der(&b.root_pem)?)
+        .await?;
+    Ok(Json(serde_json::json!({ "imported": n })))
+}
+
+/// One audit entry.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct AuditView {
+    /// Nanoseconds since the epoch.
+    pub time: i64,
+    /// Kind.
+    pub kind: String,
+    /// Subject.
+    pub subject: String,
+    /// ok, refused, denied…
+    pub outcome: String,
+    /// Detail.
+    pub detail: String,
+}
+
+#[utoipa::path(get, path = "/v1/audit", params(("limit" = Option<i64>, Query)), responses((status = 200, body = [AuditView])))]
+async fn audit(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(p): Query<Page>,
+) -> ApiResult<Vec<AuditView>> {
+    let c = caller(&st, &headers, Role::Viewer, "GET /v1/audit").await?;
+    let rows = sqlx::query("SELECT time, kind, subject, outcome, detail FROM audit WHERE tenant_id = $1 ORDER BY time DESC LIMIT $2")
+        .bind(&c.tenant_id)
+        .bind(p.limit.unwrap_or(100).clamp(1, 1000))
+        .fetch_all(&st.auth.registry.store.pool)
+        .await
+        .map_err(StoreError::from)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(AuditView {
+            time: r.try_get("time").map_err(StoreError::from)?,
+            kind: r.try_get("kind").map_err(StoreError::from)?,
+            subject: r.try_get("subject").map_err(StoreError::from)?,
+            outcome: r.try_get("outcome").map_err(StoreError::from)?,
+            detail: r.try_get("detail").map_err(StoreError::from)?,
+        });
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(post, path = "/v1/tokens", request_body = TokenBody, responses((status = 200, description = "{\"token\": …} shown once")))]
+async fn new_token(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(b): Json<TokenBody>,
+) -> ApiResult<serde_json::Value> {
+    let c = caller(&st, &headers, Role::Admin, "POST /v1/tokens").await?;
+    let t = create_token(&st.auth.registry.store, &c.tenant_id, b.role).await?;
+    Ok(Json(serde_json::json!({ "token": t })))
+}
+
+/// The OpenAPI description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "inkan operator API",
+        description = "Registry and audit of devices and families, per tenant. Bearer tokens: ink_<id>_<secret>."
+    ),
+    paths(
+        list_devices,
+        get_device,
+        register_device,
+        device_action,
+        list_families,
+        family_challenge,
+        register_family,
+        family_action,
+        import_manifest,
+        audit,
+        new_token
+    ),
+    components(schemas(
+        DeviceView,
+        FamilyView,
+        CertificateBody,
+        FamilyBody,
+        ManifestBody,
+        TokenBody,
+        AuditView,
+        Role
+    ))
+)]
+pub struct ApiDoc;
+
+/// The operator API router.
+pub fn router(auth: Arc<AuthService>) -> Router {
+    let st = Arc::new(ApiState { auth });
+    Router::new()
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/v1/devices", get(list_devices).post(register_device))
+        .route("/v1/devices/{id}", get(get_device))
+        .route("/v1/devices/{id}/{action}", post(device_action))
+        .route("/v1/families", get(list_families).post(register_family))
+        .route("/v1/families/challenge", post(family_challenge))
+        .route("/v1/families/{id}/{action}", post(family_action))
+        .route("/v1/manifests", post(import_manifest))
+        .route("/v1/audit", get(audit))
+        .route("/v1/tokens", post(new_token))
+        .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
+        .with_state(st)
+}
+
+/// Serves the API on a listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    auth: Arc<AuthService>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(auth)).await
+}
