@@ -35,7 +35,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== PostgreSQL (throwaway cluster on loopback)"
-eval "$(scripts/pg-start.sh)"
+pg_env=$(scripts/pg-start.sh) || { echo "PostgreSQL did not start" >&2; exit 1; }
+eval "$pg_env"
 trap '$INKAN_PG_STOP >/dev/null 2>&1 || true' EXIT
 echo "   $INKAN_TEST_POSTGRES"
 
