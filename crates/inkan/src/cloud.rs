@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// Device endpoint (CoAP over UDP), loopback by default.
     #[arg(long, default_value = "127.0.0.1:5683")]
     coap: SocketAddr,
+    /// Operator API (HTTP/JSON, OpenAPI at /openapi.json), loopback by default.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    api: SocketAddr,
     /// The cloud's authentication key (encrypted PKCS#8 PEM, P-256): the
     /// key devices pinned at personalization.
     #[arg(long)]
@@ -97,12 +100,19 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let sock = tokio::net::UdpSocket::bind(a.coap)
             .await
             .with_context(|| format!("binding {}", a.coap))?;
+        let api = tokio::net::TcpListener::bind(a.api)
+            .await
+            .with_context(|| format!("binding {}", a.api))?;
         eprintln!(
-            "inkan serve: store {}, device endpoint coap://{}/.well-known/edhoc",
+            "inkan serve: store {}, device endpoint coap://{}/.well-known/edhoc, operator API http://{}",
             a.db,
-            sock.local_addr()?
+            sock.local_addr()?,
+            api.local_addr()?
         );
-        inkan_cloud::server::serve(sock, auth).await?;
+        tokio::select! {
+            r = inkan_cloud::server::serve(sock, auth.clone()) => r?,
+            r = inkan_cloud::api::serve(api, auth) => r?,
+        }
         Ok(())
     })
 }
@@ -179,5 +189,204 @@ pub fn device(c: DeviceCmd) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `inkan cloud …`: operator commands. `bootstrap` works on the store
+/// directly (on the server); the others go through the operator API.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Examples:
+  inkan cloud bootstrap --db inkan.db --tenant acme            (prints an admin token, once)
+  export INKAN_TOKEN=ink_…
+  inkan cloud devices
+  inkan cloud device <id> suspend
+  inkan cloud family register --name thermo --cert factory/families/thermo/family.crt.pem \\
+        --key factory/keys/family-thermo.key.pem                 (key passphrase in $INKAN_CA_PASSPHRASE)
+  inkan cloud manifest import factory/batches/thermo-1/manifest.cose --root factory/root.crt.pem
+  inkan cloud audit")]
+pub struct CloudArgs {
+    /// The operator API.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Bearer token (or $INKAN_TOKEN).
+    #[arg(long, global = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: CloudCmd,
+}
+
+#[derive(clap::Subcommand)]
+enum CloudCmd {
+    /// Create a tenant and an admin token directly in the store.
+    #[command(after_help = "Example:\n  inkan cloud bootstrap --db inkan.db --tenant acme")]
+    Bootstrap {
+        /// The store (as for `inkan serve`).
+        #[arg(long, default_value = "inkan.db")]
+        db: String,
+        /// Tenant name.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// List the tenant's devices.
+    #[command(after_help = "Example:\n  inkan cloud devices --limit 50")]
+    Devices {
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Act on a device: suspend, reinstate, revoke.
+    #[command(after_help = "Example:\n  inkan cloud device 3f9c… revoke")]
+    Device {
+        /// Device id.
+        id: String,
+        /// suspend, reinstate or revoke.
+        action: String,
+    },
+    /// Families.
+    #[command(subcommand)]
+    Family(FamilyCmd),
+    /// Manifests.
+    #[command(subcommand)]
+    Manifest(ManifestCmd),
+    /// The tenant's audit log.
+    #[command(after_help = "Example:\n  inkan cloud audit --limit 20")]
+    Audit {
+        /// Entries.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum FamilyCmd {
+    /// Register a family CA, proving possession of its key.
+    #[command(
+        after_help = "Example:\n  inkan cloud family register --name thermo --cert family.crt.pem --key family.key.pem"
+    )]
+    Register {
+        /// Family name.
+        #[arg(long)]
+        name: String,
+        /// The family certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The family key (encrypted PKCS#8; passphrase in $INKAN_CA_PASSPHRASE).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List families.
+    #[command(after_help = "Example:\n  inkan cloud family list")]
+    List,
+    /// Act on a family: suspend, reinstate, revoke.
+    #[command(after_help = "Example:\n  inkan cloud family act 51ab… revoke")]
+    Act {
+        /// Family id.
+        id: String,
+        /// suspend, reinstate or revoke.
+        action: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum ManifestCmd {
+    /// Import a signed factory manifest.
+    #[command(
+        after_help = "Example:\n  inkan cloud manifest import manifest.cose --root root.crt.pem"
+    )]
+    Import {
+        /// The manifest.
+        file: PathBuf,
+        /// The factory root certificate (PEM).
+        #[arg(long)]
+        root: PathBuf,
+    },
+}
+
+fn call(r: Result<ureq::Response, ureq::Error>) -> Result<serde_json::Value> {
+    match r {
+        Ok(r) => Ok(r.into_json()?),
+        Err(ureq::Error::Status(code, r)) => {
+            let body: serde_json::Value = r.into_json().unwrap_or_default();
+            bail!(
+                "the API answered {code}: {}",
+                body["error"].as_str().unwrap_or("(no detail)")
+            )
+        }
+        Err(e) => bail!("cannot reach the API: {e}"),
+    }
+}
+
+/// Runs `inkan cloud`.
+pub fn cloud(a: CloudArgs) -> Result<()> {
+    if let CloudCmd::Bootstrap { db, tenant } = &a.command {
+        let rt = tokio::runtime::Runtime::new()?;
+        return rt.block_on(async {
+            let store = Store::open(db).await?;
+            let t = store.ensure_tenant(tenant).await?;
+            let token =
+                inkan_cloud::api::create_token(&store, &t, inkan_cloud::api::Role::Admin).await?;
+            println!("tenant {tenant} ({t})\nadmin token (shown once): {token}");
+            Ok(())
+        });
+    }
+    let token = a
+        .token
+        .clone()
+        .or_else(|| std::env::var("INKAN_TOKEN").ok())
+        .ok_or_else(|| anyhow!("give --token or $INKAN_TOKEN"))?;
+    let auth = format!("Bearer {token}");
+    let get = |path: &str| {
+        call(
+            ureq::get(&format!("{}{path}", a.api))
+                .set("Authorization", &auth)
+                .call(),
+        )
+    };
+    let post = |path: &str, body: serde_json::Value| {
+        call(
+            ureq::post(&format!("{}{path}", a.api))
+                .set("Authorization", &auth)
+                .send_json(body),
+        )
+    };
+    let out = match a.command {
+        CloudCmd::Bootstrap { .. } => bail!("bootstrap runs on the store directly"),
+        CloudCmd::Devices { limit } => get(&format!("/v1/devices?limit={limit}"))?,
+        CloudCmd::Device { id, action } => {
+            post(&format!("/v1/devices/{id}/{action}"), serde_json::json!({}))?
+        }
+        CloudCmd::Family(FamilyCmd::List) => get("/v1/families")?,
+        CloudCmd::Family(FamilyCmd::Act { id, action }) => post(
+            &format!("/v1/families/{id}/{action}"),
+            serde_json::json!({}),
+        )?,
+        CloudCmd::Family(FamilyCmd::Register { name, cert, key }) => {
+            let pem = std::fs::read_to_string(&cert)
+                .with_context(|| format!("reading {}", cert.display()))?;
+            let k = SoftwareKey::load(&key, &passphrase(&None)?)?;
+            let ch = post(
+                "/v1/families/challenge",
+                serde_json::json!({ "certificate_pem": pem }),
+            )?;
+            let challenge = hex::decode(ch["challenge_hex"].as_str().unwrap_or_default())?;
+            let proof = hex::encode(inkan_pki::signer::sign_raw(&k, &challenge)?);
+            post(
+                "/v1/families",
+                serde_json::json!({ "name": name, "certificate_pem": pem, "proof_hex": proof }),
+            )?
+        }
+        CloudCmd::Manifest(ManifestCmd::Import { file, root }) => {
+            let m = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let root = std::fs::read_to_string(&root)
+                .with_context(|| format!("reading {}", root.display()))?;
+            post(
+                "/v1/manifests",
+                serde_json::json!({ "manifest_hex": hex::encode(m), "root_pem": root }),
+            )?
+        }
+        CloudCmd::Audit { limit } => get(&format!("/v1/audit?limit={limit}"))?,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

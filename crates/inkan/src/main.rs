@@ -50,6 +50,9 @@ enum Command {
     /// Run the cloud service: the device endpoint (EDHOC over CoAP/UDP) on
     /// SQLite by default or PostgreSQL.
     Serve(cloud::ServeArgs),
+    /// Operator commands for the cloud: tenants and tokens, devices,
+    /// families, manifests, audit (through the operator API).
+    Cloud(cloud::CloudArgs),
     /// The device side: authenticate to the cloud through the secure element.
     #[command(subcommand)]
     Device(cloud::DeviceCmd),
@@ -65,6 +68,7 @@ fn main() {
         Command::Se(a) => se::run(a),
         Command::Factory(a) => factory::run(a),
         Command::Serve(a) => cloud::serve(a),
+        Command::Cloud(a) => cloud::cloud(a),
         Command::Device(c) => cloud::device(c),
         Command::Bench(w) => bench::run(w),
     };

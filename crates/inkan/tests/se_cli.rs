@@ -297,14 +297,24 @@ fn kill_9_never_tears_the_state_and_counters_never_go_back() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let kill_at = Instant::now() + Duration::from_millis(20 + seed % 80);
+        // The countdown to the kill starts once the first decrement of the
+        // round is acknowledged, so a loaded machine still gets a round with
+        // work in flight.
+        let delay = Duration::from_millis(20 + seed % 80);
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let go = started.clone();
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(kill_at.saturating_duration_since(Instant::now()));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !go.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(delay);
             server.kill().unwrap();
             server.wait().unwrap();
         });
         let mut n = 0;
         while let Ok(v) = d.decrement(5, 1, 0, &(round as u32).to_be_bytes()) {
+            started.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(a) = acked {
                 assert!(v < a, "counter went back: {v} after {a}");
             }

@@ -1,0 +1,206 @@
+//! The whole story through the command line: a factory personalizes a chip,
+//! `inkan se serve` puts it on a socket, `inkan serve` runs the cloud,
+//! `inkan cloud` registers the family over the operator API, and
+//! `inkan device connect` authenticates the chip; then the operator revokes
+//! it and the next connection is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+fn inkan(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_inkan"));
+    c.current_dir(dir).env("INKAN_CA_PASSPHRASE", "cli test");
+    c
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "inkan failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+fn wait_banner(child: &mut Child) {
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("serv"), "unexpected banner {line:?}");
+}
+
+#[test]
+fn factory_cloud_and_device_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(inkan(d)
+        .args(["factory", "init", "--org", "CLI Org"])
+        .output()
+        .unwrap());
+    ok(inkan(d)
+        .args(["factory", "family", "create", "gate"])
+        .output()
+        .unwrap());
+    ok(inkan(d)
+        .args([
+            "factory",
+            "personalize",
+            "--family",
+            "gate",
+            "--count",
+            "1",
+            "--batch",
+            "b1",
+        ])
+        .output()
+        .unwrap());
+    let chips: Vec<_> = std::fs::read_dir(d.join("factory/batches/b1/chips"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let secrets: Vec<_> = std::fs::read_dir(d.join("factory/batches/b1/devices"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+
+    // The chip on a socket, the cloud on loopback.
+    let sock = d.join("se.sock");
+    let mut se = inkan(d)
+        .args([
+            "se",
+            "serve",
+            "--listen",
+            &format!("unix:{}", sock.display()),
+            "--state",
+        ])
+        .arg(&chips[0])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_banner(&mut se);
+    let (coap, api) = (free_port(true), free_port(false));
+    let db = d.join("cloud.db");
+    let mut cloud = inkan(d)
+        .args([
+            "serve",
+            "--db",
+            db.to_str().unwrap(),
+            "--coap",
+            &format!("127.0.0.1:{coap}"),
+            "--api",
+            &format!("127.0.0.1:{api}"),
+        ])
+        .arg("--cloud-key")
+        .arg(d.join("factory/keys/dev-cloud-auth.key.pem"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_banner(&mut cloud);
+    let api_url = format!("http://127.0.0.1:{api}");
+
+    let boot = ok(inkan(d)
+        .args([
+            "cloud",
+            "bootstrap",
+            "--db",
+            db.to_str().unwrap(),
+            "--tenant",
+            "acme",
+        ])
+        .output()
+        .unwrap());
+    let token = boot
+        .split("admin token (shown once): ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let cloud_cmd = |args: &[&str]| {
+        inkan(d)
+            .args(["cloud", "--api", &api_url, "--token", &token])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let fam = ok(cloud_cmd(&[
+        "family",
+        "register",
+        "--name",
+        "gate",
+        "--cert",
+        d.join("factory/families/gate/family.crt.pem")
+            .to_str()
+            .unwrap(),
+        "--key",
+        d.join("factory/keys/family-gate.key.pem").to_str().unwrap(),
+    ]));
+    assert!(fam.contains("\"status\": \"active\""), "{fam}");
+
+    let connect = || {
+        inkan(d)
+            .args([
+                "device",
+                "connect",
+                "--se",
+                &format!("unix:{}", sock.display()),
+                "--cloud",
+                &format!("coap://127.0.0.1:{coap}"),
+            ])
+            .arg("--device-secrets")
+            .arg(&secrets[0])
+            .output()
+            .unwrap()
+    };
+    let out = ok(connect());
+    assert!(out.contains("authenticated: device"), "{out}");
+
+    let devices: serde_json::Value = serde_json::from_str(&ok(cloud_cmd(&["devices"]))).unwrap();
+    assert_eq!(devices.as_array().unwrap().len(), 1);
+    assert_eq!(devices[0]["enrolled_by"], "family");
+    let id = devices[0]["id"].as_str().unwrap().to_string();
+    ok(cloud_cmd(&["device", &id, "revoke"]));
+    let refused = connect();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("device revoked"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let audit = ok(cloud_cmd(&["audit", "--limit", "100"]));
+    assert!(
+        audit.contains("device-revoke") && audit.contains("enroll"),
+        "{audit}"
+    );
+    // A bad token is refused with a clear message.
+    let bad = inkan(d)
+        .args(["cloud", "--api", &api_url, "--token", "ink_x_y", "devices"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("401"));
+
+    se.kill().unwrap();
+    cloud.kill().unwrap();
+    let _ = (se.wait(), cloud.wait());
+}
