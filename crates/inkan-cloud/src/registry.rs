@@ -256,12 +256,16 @@ impl Registry {
         Ok(m.entries.len())
     }
 
+    /// The registered family that issued `cert`: candidates by subject
+    /// name first, then the signature decides.
     async fn family_of(&self, cert: &IssuedCert) -> Result<Option<FamilyRow>, RegistryError> {
+        let issuer = &cert.cert.tbs_certificate.issuer;
         for f in self.store.families().await? {
-            if let Ok(fc) = IssuedCert::from_der(&f.certificate) {
-                if verify_issued_by(cert, &fc).is_ok() {
-                    return Ok(Some(f));
-                }
+            let Ok(fc) = IssuedCert::from_der(&f.certificate) else {
+                continue;
+            };
+            if &fc.cert.tbs_certificate.subject == issuer && verify_issued_by(cert, &fc).is_ok() {
+                return Ok(Some(f));
             }
         }
         Ok(None)
@@ -291,9 +295,7 @@ impl Registry {
         let leaf =
             IssuedCert::from_der(leaf_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
         let device = self.store.device_by_fingerprint(&fp).await?;
-        let family = match device.as_ref().and_then(|d| d.family_id.clone()) {
-            Some(_) | None => self.family_of(&leaf).await?,
-        };
+        let family = self.family_of(&leaf).await?;
         if let Some(e) = status_error(device.as_ref(), family.as_ref()) {
             return Err(e);
         }

@@ -222,11 +222,9 @@ fn raw_responder_crypto(n: usize) -> Result<f64> {
     use inkan_proto::edhoc::Suite;
     let mut signer = SoftwareSigner::generate(Suite::P256Es256);
     let peer = SoftwareEphemeral::generate(Suite::P256Es256).public();
-    let dev = SoftwareSigner::generate(Suite::P256Es256);
     let mut devk = SoftwareSigner::generate(Suite::P256Es256);
     let msg = [0x42u8; 400];
     let sig = devk.sign(&msg)?;
-    let _ = dev;
     let t = Instant::now();
     for _ in 0..n {
         let e = Box::new(SoftwareEphemeral::generate(Suite::P256Es256));
