@@ -276,6 +276,30 @@ fn cert_der(pem: &str) -> Result<Vec<u8>, ApiError> {
         })
 }
 
+/// A lifecycle action: the role it needs and the status it sets.
+fn lifecycle_action(action: &str) -> Result<(Role, &'static str), ApiError> {
+    match action {
+        "suspend" => Ok((Role::Operator, "suspended")),
+        "reinstate" => Ok((Role::Operator, "active")),
+        "revoke" => Ok((Role::Admin, "revoked")),
+        _ => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("unknown action {action:?} (suspend, reinstate, revoke)"),
+        )),
+    }
+}
+
+/// Revocation is final.
+fn check_transition(current: &str, next: &str) -> Result<(), ApiError> {
+    if current == "revoked" && next != "revoked" {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "revocation is final: it cannot be undone".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn not_found() -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
@@ -355,17 +379,7 @@ async fn device_action(
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<DeviceView> {
-    let (need, status) = match action.as_str() {
-        "suspend" => (Role::Operator, "suspended"),
-        "reinstate" => (Role::Operator, "active"),
-        "revoke" => (Role::Admin, "revoked"),
-        _ => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("unknown action {action:?} (suspend, reinstate, revoke)"),
-            ))
-        }
-    };
+    let (need, status) = lifecycle_action(&action)?;
     let c = caller(
         &st,
         &headers,
@@ -379,12 +393,7 @@ async fn device_action(
         .await?
         .filter(|d| d.tenant_id == c.tenant_id)
         .ok_or_else(not_found)?;
-    if d.status == "revoked" && status != "revoked" {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "a revoked device cannot be reinstated".into(),
-        ));
-    }
+    check_transition(&d.status, status)?;
     store.set_device_status(&d.id, status).await?;
     store
         .audit(
@@ -461,17 +470,7 @@ async fn family_action(
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<FamilyView> {
-    let (need, status) = match action.as_str() {
-        "suspend" => (Role::Operator, "suspended"),
-        "reinstate" => (Role::Operator, "active"),
-        "revoke" => (Role::Admin, "revoked"),
-        _ => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("unknown action {action:?}"),
-            ))
-        }
-    };
+    let (need, status) = lifecycle_action(&action)?;
     let c = caller(
         &st,
         &headers,
@@ -486,12 +485,7 @@ async fn family_action(
         .into_iter()
         .find(|f| f.id == id && f.tenant_id == c.tenant_id)
         .ok_or_else(not_found)?;
-    if f.status == "revoked" && status != "revoked" {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "a revoked family cannot be reinstated".into(),
-        ));
-    }
+    check_transition(&f.status, status)?;
     store.set_family_status(&f.id, status).await?;
     store
         .audit(

@@ -6,6 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
+mod common;
+use common::{db_url, Db};
+
 use inkan_cloud::auth::AuthError;
 use inkan_cloud::registry::{pop_challenge, RegistryError};
 use inkan_cloud::{AuthService, CloudIdentity, Limits, Registry, Store};
@@ -80,40 +84,6 @@ fn identity(key: &SoftwareKey) -> CloudIdentity {
             .unwrap();
     let SoftwareKey::P256(k) = key else { panic!() };
     CloudIdentity::new(&k.to_bytes(), &cert.der).unwrap()
-}
-
-/// The two stores every test runs against.
-#[derive(Clone, Copy, Debug)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh database: a SQLite file, or a new PostgreSQL database in the
-/// throwaway cluster scripts/test.sh starts.
-async fn db_url(db: Db, dir: &Path) -> String {
-    match db {
-        Db::Sqlite => dir
-            .join(format!("{}.db", inkan_cloud::store::new_id()))
-            .to_str()
-            .unwrap()
-            .to_string(),
-        Db::Postgres => {
-            let admin = std::env::var("INKAN_TEST_POSTGRES")
-                .expect("INKAN_TEST_POSTGRES is not set: run scripts/test.sh, which starts a throwaway PostgreSQL cluster");
-            let name = format!("inkan_{}", inkan_cloud::store::new_id());
-            sqlx::any::install_default_drivers();
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
-                .await
-                .unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let base = admin.rsplit_once('/').unwrap().0;
-            format!("{base}/{name}")
-        }
-    }
 }
 
 async fn cloud_at(url: &str, key: &SoftwareKey, limits: Limits) -> Arc<AuthService> {
@@ -269,13 +239,14 @@ fn the_device_refuses_a_cloud_without_the_pinned_key(db: Db) {
     ));
 }
 
-/// Drives EDHOC by hand with a chip, to replay and splice message_3.
-fn chip_message_3(
+/// Drives EDHOC by hand with a chip: message_1 to `auth`, message_2
+/// verified, message_3 built (not sent), to replay, splice or route it.
+fn chip_exchange(
     w: &World,
     i: usize,
     auth: &AuthService,
     rt: &tokio::runtime::Runtime,
-) -> (ConnId, Vec<u8>) {
+) -> (inkan_proto::edhoc::InitiatorDone, Vec<u8>) {
     let d = driver(w, i);
     let eph = SeEphemeral::generate(d.clone()).unwrap();
     let (init, m1) = Initiator::start(
@@ -290,7 +261,7 @@ fn chip_message_3(
         .unwrap();
     let p2 = init.process_message_2(&m2).unwrap();
     let IdCredKind::X5chain(c) = p2.id_cred_r().parse().unwrap() else {
-        panic!()
+        panic!("x5chain expected")
     };
     let point = inkan_pki::cert::IssuedCert::from_der(&c[0])
         .unwrap()
@@ -299,14 +270,23 @@ fn chip_message_3(
     let cert = inkan_device::read_identity(&mut d.lock().unwrap())
         .unwrap()
         .certificate;
-    let (done, m3) = v
-        .prepare_message_3(
-            &IdCred::x5chain(std::slice::from_ref(&cert)),
-            &inkan_proto::cbor::bstr_vec(&cert),
-            &[],
-            &mut SeSigner::new(d),
-        )
-        .unwrap();
+    let id_cred = IdCred::x5chain(std::slice::from_ref(&cert));
+    v.prepare_message_3(
+        &id_cred,
+        &inkan_proto::cbor::bstr_vec(&cert),
+        &[],
+        &mut SeSigner::new(d),
+    )
+    .unwrap()
+}
+
+fn chip_message_3(
+    w: &World,
+    i: usize,
+    auth: &AuthService,
+    rt: &tokio::runtime::Runtime,
+) -> (ConnId, Vec<u8>) {
+    let (done, m3) = chip_exchange(w, i, auth, rt);
     (done.c_r.clone(), m3)
 }
 
@@ -480,18 +460,6 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
     ));
 }
 
-/// Each scenario runs against both stores, as separate tests.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test] fn $name() { super::$name(super::Db::Sqlite) })*
-        }
-        mod postgres {
-            $(#[test] fn $name() { super::$name(super::Db::Postgres) })*
-        }
-    };
-}
-
 on_both_stores!(
     family_registration_enrolls_devices_on_first_authentication,
     suspension_revocation_and_the_most_specific_entry,
@@ -520,32 +488,7 @@ fn two_replicas_share_one_postgres() {
     connect(driver(&w, 1), addr_b, quick()).unwrap();
 
     // message_1 at A, message_3 at B.
-    let d = driver(&w, 1);
-    let eph = SeEphemeral::generate(d.clone()).unwrap();
-    let (init, m1) = Initiator::start(Suite::P256Es256, ConnId(vec![0x03]), &[], Box::new(eph));
-    let m2 = rt
-        .block_on(a.message_1(&m1, "replica test"))
-        .map_err(|e| e.0)
-        .unwrap();
-    let p2 = init.process_message_2(&m2).unwrap();
-    let IdCredKind::X5chain(c) = p2.id_cred_r().parse().unwrap() else {
-        panic!()
-    };
-    let point = inkan_pki::cert::IssuedCert::from_der(&c[0])
-        .unwrap()
-        .public_point();
-    let v = p2.verify(&Credential::x509(&c[0], point)).unwrap();
-    let cert = inkan_device::read_identity(&mut d.lock().unwrap())
-        .unwrap()
-        .certificate;
-    let (done, m3) = v
-        .prepare_message_3(
-            &IdCred::x5chain(std::slice::from_ref(&cert)),
-            &inkan_proto::cbor::bstr_vec(&cert),
-            &[],
-            &mut SeSigner::new(d),
-        )
-        .unwrap();
+    let (done, m3) = chip_exchange(&w, 1, &a, &rt);
     let ok = rt
         .block_on(b.message_3(&done.c_r, &m3, "replica test"))
         .unwrap();

@@ -4,37 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
+mod common;
+use common::{db_url, Db};
+
 use inkan_cloud::api::{create_token, DeviceView, Role};
 use inkan_cloud::{AuthService, CloudIdentity, Limits, Registry, Store};
 use inkan_pki::{cert, CaSigner, CertPolicy, DeviceProfile, KeyCurve, SoftwareKey};
 use serde_json::json;
 use std::sync::Arc;
-
-#[derive(Clone, Copy)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-async fn db_url(db: Db, dir: &std::path::Path) -> String {
-    match db {
-        Db::Sqlite => dir.join("api.db").to_str().unwrap().to_string(),
-        Db::Postgres => {
-            let admin = std::env::var("INKAN_TEST_POSTGRES")
-                .expect("INKAN_TEST_POSTGRES is not set: run scripts/test.sh, which starts a throwaway PostgreSQL cluster");
-            let name = format!("inkan_{}", inkan_cloud::store::new_id());
-            sqlx::any::install_default_drivers();
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
-                .await
-                .unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-        }
-    }
-}
 
 struct Api {
     base: String,
@@ -349,13 +327,6 @@ fn families_with_proof_of_possession(db: Db) {
         .0,
         403
     );
-}
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(#[test] fn $name() { super::$name(super::Db::Sqlite) })* }
-        mod postgres { $(#[test] fn $name() { super::$name(super::Db::Postgres) })* }
-    };
 }
 
 on_both_stores!(tokens_roles_and_tenants, families_with_proof_of_possession);
