@@ -461,12 +461,76 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
 }
 
 on_both_stores!(
+    coap_duplicates_and_malformed_requests,
     family_registration_enrolls_devices_on_first_authentication,
     suspension_revocation_and_the_most_specific_entry,
     the_device_refuses_a_cloud_without_the_pinned_key,
     replayed_spliced_expired_and_flooded_exchanges_are_refused,
     registration_needs_proof_of_possession_and_manifests_are_verified
 );
+
+fn coap_duplicates_and_malformed_requests(db: Db) {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
+    let addr = start_server(&rt, auth.clone());
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(addr).unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let ask = |datagram: &[u8]| {
+        udp.send(datagram).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = udp.recv(&mut buf).unwrap();
+        inkan_proto::coap::parse_response(&buf[..n]).unwrap()
+    };
+    // A confirmable message_1 retransmitted with the same message id gets
+    // the same message_2, and only one exchange is created.
+    let (_, m1) = Initiator::start(
+        Suite::P256Es256,
+        ConnId(vec![0x09]),
+        &[],
+        Box::new(inkan_proto::edhoc::crypto::SoftwareEphemeral::generate(
+            Suite::P256Es256,
+        )),
+    );
+    let req =
+        inkan_proto::coap::request(0x1234, &[1, 2], inkan_proto::coap::message_1_payload(&m1))
+            .unwrap();
+    let first = ask(&req);
+    let again = ask(&req);
+    assert!(first.success);
+    assert_eq!(
+        first.payload, again.payload,
+        "a duplicate must get the same message_2"
+    );
+    assert_eq!(
+        rt.block_on(auth.registry.store.pending_exchanges())
+            .unwrap(),
+        1
+    );
+    // Malformed CBOR, an out-of-order message_3 (unknown C_R), another
+    // method: each a 4.00 carrying an EDHOC error message.
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (vec![0xF5, 0x00, 0x9f], "malformed"),
+        (
+            vec![0x41, 0x99, 0x58, 0x01, 0x00],
+            "replayed or unknown message_3",
+        ),
+        (vec![0xF5, 0x05, 0x02], "unsupported method"),
+    ];
+    for (k, (payload, want)) in cases.into_iter().enumerate() {
+        let rsp = ask(&inkan_proto::coap::request(0x2000 + k as u16, &[3], payload).unwrap());
+        assert!(!rsp.success, "{want}");
+        assert!(rsp.code.starts_with("4."), "{}", rsp.code);
+        match inkan_proto::edhoc::parse_error_message(&rsp.payload) {
+            Some(inkan_proto::edhoc::EdhocError::PeerError { detail, .. }) => {
+                assert!(detail.contains(want), "{want}: {detail}")
+            }
+            other => panic!("{want}: no EDHOC error message: {other:?}"),
+        }
+    }
+}
 
 /// Two replicas on one PostgreSQL: a device authenticates at either, an
 /// exchange begun at one finishes at the other, and a revocation made at
