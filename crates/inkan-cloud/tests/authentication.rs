@@ -520,7 +520,11 @@ fn coap_duplicates_and_malformed_requests(db: Db) {
         (vec![0xF5, 0x05, 0x02], "unsupported method"),
     ];
     for (k, (payload, want)) in cases.into_iter().enumerate() {
-        let rsp = ask(&inkan_proto::coap::request(0x2000 + k as u16, &[3], payload).unwrap());
+        let rsp =
+            ask(
+                &inkan_proto::coap::request(0x2000 + u16::try_from(k).unwrap(), &[3], payload)
+                    .unwrap(),
+            );
         assert!(!rsp.success, "{want}");
         assert!(rsp.code.starts_with("4."), "{}", rsp.code);
         match inkan_proto::edhoc::parse_error_message(&rsp.payload) {
