@@ -227,9 +227,21 @@ impl AuthService {
         let p3 = state.process_message_3(m3)?;
         let chain = match p3.id_cred_i().parse()? {
             IdCredKind::X5chain(chain) => chain,
+            // A known device may name its certificate by hash (SHA-256/64).
+            IdCredKind::X5t { alg: -15, hash } if hash.len() == 8 => {
+                let d = self
+                    .registry
+                    .store
+                    .device_by_fingerprint_prefix(&hex::encode(&hash))
+                    .await?
+                    .ok_or(AuthError::Credential(
+                        "x5t names no known device: send x5chain",
+                    ))?;
+                vec![d.certificate]
+            }
             IdCredKind::X5t { .. } => {
                 return Err(AuthError::Credential(
-                    "x5t is accepted only with the certificate registered; send x5chain",
+                    "x5t with another hash than SHA-256/64",
                 ))
             }
             IdCredKind::Kid(_) => return Err(AuthError::Credential("kid")),

@@ -281,6 +281,27 @@ impl Store {
         r.as_ref().map(device).transpose()
     }
 
+    /// The one device whose certificate fingerprint starts with `prefix`
+    /// (hex), as an x5t (SHA-256/64) names it; None if none or several.
+    pub async fn device_by_fingerprint_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<DeviceRow>, StoreError> {
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE fingerprint LIKE $1 LIMIT 2"
+        ))
+        .bind(format!("{}%", prefix.to_ascii_lowercase()))
+        .fetch_all(&self.pool)
+        .await?;
+        match rows.as_slice() {
+            [one] => Ok(Some(device(one)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// A device by id.
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
         let r = sqlx::query(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1"))

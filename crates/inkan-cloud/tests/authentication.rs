@@ -247,6 +247,17 @@ fn chip_exchange(
     auth: &AuthService,
     rt: &tokio::runtime::Runtime,
 ) -> (inkan_proto::edhoc::InitiatorDone, Vec<u8>) {
+    chip_exchange_with(w, i, auth, rt, false)
+}
+
+/// As [`chip_exchange`], identifying the device by x5t when `by_hash`.
+fn chip_exchange_with(
+    w: &World,
+    i: usize,
+    auth: &AuthService,
+    rt: &tokio::runtime::Runtime,
+    by_hash: bool,
+) -> (inkan_proto::edhoc::InitiatorDone, Vec<u8>) {
     let d = driver(w, i);
     let eph = SeEphemeral::generate(d.clone()).unwrap();
     let (init, m1) = Initiator::start(
@@ -270,7 +281,11 @@ fn chip_exchange(
     let cert = inkan_device::read_identity(&mut d.lock().unwrap())
         .unwrap()
         .certificate;
-    let id_cred = IdCred::x5chain(std::slice::from_ref(&cert));
+    let id_cred = if by_hash {
+        IdCred::x5t(&cert)
+    } else {
+        IdCred::x5chain(std::slice::from_ref(&cert))
+    };
     v.prepare_message_3(
         &id_cred,
         &inkan_proto::cbor::bstr_vec(&cert),
@@ -308,6 +323,13 @@ fn replayed_spliced_expired_and_flooded_exchanges_are_refused(db: Db) {
         .unwrap();
     rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
 
+    // x5t names no device the cloud knows yet: refused, x5chain needed.
+    let (done, m3) = chip_exchange_with(&w, 0, &auth, &rt, true);
+    assert!(matches!(
+        rt.block_on(auth.message_3(&done.c_r, &m3, "test")),
+        Err(AuthError::Credential(m)) if m.contains("x5t names no known device")
+    ));
+
     // A complete exchange, then its message_3 replayed.
     let (c_r, m3) = chip_message_3(&w, 0, &auth, &rt);
     rt.block_on(auth.message_3(&c_r, &m3, "test")).unwrap();
@@ -325,6 +347,10 @@ fn replayed_spliced_expired_and_flooded_exchanges_are_refused(db: Db) {
             inkan_proto::edhoc::EdhocError::Decryption(3)
         ))
     ));
+
+    // A known device may name its certificate by hash (x5t)...
+    let (done, m3) = chip_exchange_with(&w, 0, &auth, &rt, true);
+    rt.block_on(auth.message_3(&done.c_r, &m3, "test")).unwrap();
 
     // A flood of message_1 that never completes: capped.
     let mut refused = 0;
