@@ -70,7 +70,19 @@ fn killed_batches_resume_to_exactly_one_certificate_per_chip() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let deadline = Instant::now() + Duration::from_millis(150 + seed % 400);
+        // Wait until the batch has made progress in this run (its journal
+        // grew), then kill it after a random delay: every round dies with
+        // work in flight, however fast or loaded the machine is.
+        let journal = dir.path().join("factory/batches/k1/journal.jsonl");
+        let len_at_start = std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0);
+        let progress_deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < progress_deadline
+            && std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0) == len_at_start
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let deadline = Instant::now() + Duration::from_millis(seed % 120);
         let mut finished = false;
         while Instant::now() < deadline {
             if child.try_wait().unwrap().is_some() {
