@@ -418,8 +418,11 @@ impl<'f> Personalizer<'f> {
                 batch: batch.clone(),
             });
         }
+        // A locked chip is refused, unless this batch issued its certificate
+        // and was interrupted after locking it: then every step below finds
+        // its work done, and only the checks run.
         let lcs = d.life_cycle().map_err(chip)?;
-        if lcs & life_cycle::LOCKED != 0 {
+        if lcs & life_cycle::LOCKED != 0 && !self.journal.state.issued.contains_key(&serial) {
             return Err(FactoryError::ChipLocked(serial));
         }
         let curve = self.family.curve;
@@ -534,7 +537,12 @@ impl<'f> Personalizer<'f> {
             }
         }
         if personality == Personality::A120 {
-            d.set_host_key_provisioning(0).map_err(chip)?;
+            let ctl = d
+                .query(inkan_se::wire::Tag::HOST_KEY_PROVISIONING_CONTROL)
+                .map_err(chip)?;
+            if ctl.first().copied().unwrap_or(0) != 0 {
+                d.set_host_key_provisioning(0).map_err(chip)?;
+            }
         }
         let part = d.partition().map_err(chip)?;
         for (zone, read, update) in HARDENED_ZONES {
@@ -547,10 +555,13 @@ impl<'f> Personalizer<'f> {
                 d.set_zone_access(zone, r, u).map_err(chip)?;
             }
         }
-        if d.life_cycle().map_err(chip)? == life_cycle::BORN {
+        let lcs = d.life_cycle().map_err(chip)?;
+        if lcs == life_cycle::BORN {
             d.set_life_cycle(life_cycle::OPERATIONAL).map_err(chip)?;
         }
-        d.lock().map_err(chip)?;
+        if lcs & life_cycle::LOCKED == 0 {
+            d.lock().map_err(chip)?;
+        }
         if d.life_cycle().map_err(chip)? != life_cycle::OPERATIONAL_LOCKED {
             return Err(FactoryError::ReadBack {
                 serial,

@@ -252,7 +252,30 @@ fn an_interrupted_batch_resumes_without_reissuing() {
         4,
         "a chip got two certificates"
     );
-    // Running again changes nothing.
+    // A crash after the last chip was locked but before its Done line
+    // reached the journal: the resumed batch finds the chip locked with its
+    // own certificate, re-checks it and finishes without reissuing.
+    let journal_path = pz.dir().join("journal.jsonl");
+    drop(pz);
+    let lines: Vec<&str> = text.lines().collect();
+    let last_done = lines
+        .iter()
+        .rposition(|l| l.contains("\"event\":\"done\""))
+        .unwrap();
+    let trimmed: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != last_done)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(&journal_path, &trimmed).unwrap();
+    let (mut pz, _) = batch(&f, "thermo", "b", 4, Personality::A120).unwrap();
+    assert_eq!(pz.done(), 3);
+    run(&mut pz, &chips).unwrap();
+    assert_eq!(pz.done(), 4);
+    let text = std::fs::read_to_string(&journal_path).unwrap();
+    assert_eq!(text.matches("\"event\":\"issued\"").count(), 4);
+
     run(&mut pz, &chips).unwrap();
     assert_eq!(
         std::fs::read_to_string(pz.dir().join("journal.jsonl")).unwrap(),
