@@ -7,46 +7,12 @@ use inkan_factory::personalize::BatchConfig;
 use inkan_factory::{Factory, InitOptions, KeyStore, Personalizer, Secrets};
 use inkan_pki::{CertPolicy, KeyCurve};
 use inkan_se::{Chip, Driver, InProcess, Personality};
-use std::process::Command;
 
 #[test]
 fn a_factory_with_token_held_keys() {
-    let module = std::path::PathBuf::from("/usr/lib/softhsm/libsofthsm2.so");
-    assert!(
-        module.exists(),
-        "SoftHSM2 is not installed: run scripts/test.sh (it installs softhsm2)"
-    );
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "factory",
-            "--so-pin",
-            "11112222",
-            "--pin",
-            "424242",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Before this test binary loads the module.
+    inkan_pki::pkcs11::softhsm::init_token(dir.path(), "factory", "11112222", "424242").unwrap();
 
     let secrets = Secrets {
         passphrase: None,
@@ -59,7 +25,7 @@ fn a_factory_with_token_held_keys() {
             curve: KeyCurve::P384,
             policy: CertPolicy::default(),
             keys: KeyStore::Pkcs11 {
-                module,
+                module: inkan_pki::pkcs11::softhsm::MODULE.into(),
                 token: "factory".into(),
             },
             anchors: None,

@@ -212,3 +212,60 @@ impl CaSigner for Pkcs11Signer {
         Ok(sig)
     }
 }
+
+/// SoftHSM2, the software PKCS#11 token used for development and tests.
+pub mod softhsm {
+    use crate::PkiError;
+    use std::path::{Path, PathBuf};
+
+    /// Where Debian installs the module.
+    pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+    /// Creates a token store in `dir`, points this process at it
+    /// (`SOFTHSM2_CONF`, which must happen before the module is loaded) and
+    /// initialises a token `label` with the given PINs. Returns the
+    /// configuration file.
+    pub fn init_token(
+        dir: &Path,
+        label: &str,
+        so_pin: &str,
+        pin: &str,
+    ) -> Result<PathBuf, PkiError> {
+        if !Path::new(MODULE).exists() {
+            return Err(PkiError::Token(format!("SoftHSM2 is not installed ({MODULE}): run scripts/test.sh, which installs softhsm2")));
+        }
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).map_err(|e| PkiError::Token(e.to_string()))?;
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .map_err(|e| PkiError::Token(e.to_string()))?;
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let out = std::process::Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--so-pin",
+                so_pin,
+                "--pin",
+                pin,
+            ])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .map_err(|e| PkiError::Token(format!("softhsm2-util: {e}")))?;
+        if !out.status.success() {
+            return Err(PkiError::Token(format!(
+                "softhsm2-util: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(conf)
+    }
+}

@@ -16,47 +16,13 @@ use inkan_pki::{
 };
 use std::process::Command;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use inkan_pki::pkcs11::softhsm::MODULE;
 
 #[test]
 fn token_held_ca_keys_issue_valid_chains() {
-    assert!(
-        std::path::Path::new(MODULE).exists(),
-        "SoftHSM2 is not installed: run scripts/test.sh (it installs softhsm2)"
-    );
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    // Set before this test binary loads the module.
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "inkan-ca",
-            "--so-pin",
-            "87654321",
-            "--pin",
-            "123456",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Before this test binary loads the module.
+    inkan_pki::pkcs11::softhsm::init_token(dir.path(), "inkan-ca", "87654321", "123456").unwrap();
 
     let key = |label: &str| TokenKey {
         module: MODULE.into(),
