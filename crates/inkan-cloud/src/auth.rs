@@ -129,11 +129,11 @@ impl AuthService {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut c_r);
         let c_r = ConnId(c_r.to_vec());
         let made = {
-            let mut signer = self
-                .identity
-                .signer
-                .lock()
-                .map_err(|_| (AuthError::Busy, Vec::new()))?;
+            let mut signer = self.identity.signer.lock().map_err(|_| {
+                let e = EdhocError::Key("cloud signer lock poisoned".into());
+                let msg = Responder::error_for(&e, &supported);
+                (AuthError::Edhoc(e), msg)
+            })?;
             let signer: &mut dyn SignatureKey = &mut *signer;
             r1.prepare_message_2(
                 c_r.clone(),

@@ -279,15 +279,19 @@ impl Factory {
         self.dir.join("keys").join(format!("{name}.key.pem"))
     }
 
+    fn key_passphrase(&self) -> Result<&[u8], FactoryError> {
+        self.secrets
+            .passphrase
+            .as_deref()
+            .map(|p| p.as_slice())
+            .ok_or(FactoryError::MissingSecret("CA key passphrase"))
+    }
+
     /// Creates a signer for a named CA key.
     fn new_key(&self, name: &str, curve: KeyCurve) -> Result<Box<dyn CaSigner>, FactoryError> {
         match &self.config.keys {
             KeyStore::File => {
-                let pass = self
-                    .secrets
-                    .passphrase
-                    .as_ref()
-                    .ok_or(FactoryError::MissingSecret("CA key passphrase"))?;
+                let pass = self.key_passphrase()?;
                 let k = SoftwareKey::generate(curve);
                 std::fs::create_dir_all(self.dir.join("keys"))
                     .map_err(|e| FactoryError::io(&self.dir, e))?;
@@ -322,11 +326,7 @@ impl Factory {
     pub fn signer(&self, name: &str) -> Result<Box<dyn CaSigner>, FactoryError> {
         match &self.config.keys {
             KeyStore::File => {
-                let pass = self
-                    .secrets
-                    .passphrase
-                    .as_ref()
-                    .ok_or(FactoryError::MissingSecret("CA key passphrase"))?;
+                let pass = self.key_passphrase()?;
                 Ok(Box::new(SoftwareKey::load(&self.key_path(name), pass)?))
             }
             KeyStore::Pkcs11 { .. } => Ok(Box::new(Pkcs11Signer::open(&self.token_key(name)?)?)),
@@ -578,13 +578,10 @@ impl Factory {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        if !cfg
-            .revoked
-            .iter()
-            .any(|(s, _)| s.eq_ignore_ascii_case(cert_serial_hex))
-        {
-            cfg.revoked
-                .push((cert_serial_hex.to_ascii_lowercase(), now));
+        // Kept in canonical lower-case hex, so one serial is listed once.
+        let canonical = hex::encode(&serial);
+        if !cfg.revoked.iter().any(|(s, _)| *s == canonical) {
+            cfg.revoked.push((canonical, now));
         }
         let key = self.signer(&format!("family-{family}"))?;
         let revoked: Vec<crl::Revoked> = cfg
@@ -597,7 +594,6 @@ impl Factory {
                 })
             })
             .collect();
-        let _ = serial;
         cfg.crl_number += 1;
         let crl = crl::issue_crl(
             &*key,

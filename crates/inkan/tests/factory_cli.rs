@@ -315,49 +315,30 @@ fn personalizes_a_chip_reached_through_a_transport() {
         .read_line(&mut line)
         .unwrap();
     let addr = format!("unix:{}", sock.display());
-    let out = ok(inkan(dir.path())
-        .args([
-            "personalize",
-            "--family",
-            "gate",
-            "--batch",
-            "line-3",
-            "--connect",
-            &addr,
-        ])
-        .output()
-        .unwrap());
+    let personalize = |batch: &str| {
+        inkan(dir.path())
+            .args([
+                "personalize",
+                "--family",
+                "gate",
+                "--batch",
+                batch,
+                "--connect",
+                &addr,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = ok(personalize("line-3"));
     assert!(
         out.contains("Personalized") && out.contains("personalized 1 chips"),
         "{out}"
     );
     // Again: the chip is done in this batch, nothing changes.
-    let out = ok(inkan(dir.path())
-        .args([
-            "personalize",
-            "--family",
-            "gate",
-            "--batch",
-            "line-3",
-            "--connect",
-            &addr,
-        ])
-        .output()
-        .unwrap());
+    let out = ok(personalize("line-3"));
     assert!(out.contains("AlreadyDone"), "{out}");
     // Another batch sees a locked chip that already has a certificate.
-    let e = err(inkan(dir.path())
-        .args([
-            "personalize",
-            "--family",
-            "gate",
-            "--batch",
-            "line-4",
-            "--connect",
-            &addr,
-        ])
-        .output()
-        .unwrap());
+    let e = err(personalize("line-4"));
     assert!(e.contains("duplicate serial"), "{e}");
     server.kill().unwrap();
     server.wait().unwrap();

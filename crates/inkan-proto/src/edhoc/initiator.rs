@@ -49,7 +49,6 @@ pub struct InitiatorProcessingMessage2 {
 /// The initiator with the responder authenticated.
 #[derive(Debug)]
 pub struct InitiatorVerified {
-    suite: Suite,
     c_r: ConnId,
     th_3: [u8; HASH_LEN],
     prk_3e2m: Zeroizing<[u8; HASH_LEN]>,
@@ -186,7 +185,6 @@ impl InitiatorProcessingMessage2 {
         }
         let th_3 = kdf::hash(&[&cbor::bstr_vec(&self.th_2), &self.plaintext_2, &cred_r.cred]);
         Ok(InitiatorVerified {
-            suite: self.suite,
             c_r: self.c_r,
             th_3,
             prk_3e2m: self.prk_3e2m,
@@ -227,7 +225,6 @@ impl InitiatorVerified {
         let th_4 = kdf::hash(&[&cbor::bstr_vec(&self.th_3), &plaintext_3, cred_i]);
         let prk_out = kdf::kdf(&*prk_4e3m, 7, &th_4, HASH_LEN)?;
         let session = Session::new(&prk_out)?;
-        let _ = self.suite;
         Ok((
             InitiatorDone {
                 c_r: self.c_r,
