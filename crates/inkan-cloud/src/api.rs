@@ -107,6 +107,7 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> ApiError {
         let code = match &e {
             RegistryError::Duplicate(_) => StatusCode::CONFLICT,
+            RegistryError::ForeignFamily => StatusCode::FORBIDDEN,
             RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };

@@ -45,6 +45,10 @@ pub enum RegistryError {
     /// The certificate registered as a family is not a CA.
     #[error("not a CA certificate: {0}")]
     NotACa(String),
+    /// The certificate chains to a family another tenant registered (and
+    /// proved it holds the key of): it cannot be claimed by this tenant.
+    #[error("the certificate belongs to a family registered by another tenant")]
+    ForeignFamily,
     /// Already registered.
     #[error("already registered: {0}")]
     Duplicate(String),
@@ -132,67 +136,105 @@ impl Registry {
         cert_der: &[u8],
         pop_signature: &[u8],
     ) -> Result<String, RegistryError> {
+        let r = self
+            .register_family_inner(tenant_id, name, cert_der, pop_signature)
+            .await;
+        let detail = format!("certificate {}", fingerprint(cert_der));
+        self.audited(tenant_id, "register-family", name, &detail, r)
+            .await
+    }
+
+    /// Writes the audit entry of a registration (success, or the reason
+    /// of the refusal) and passes the result on.
+    async fn audited<T>(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        subject: &str,
+        ok_detail: &str,
+        r: Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let (outcome, detail) = match &r {
+            Ok(_) => ("ok", ok_detail.to_string()),
+            Err(e) => ("refused", e.to_string()),
+        };
+        self.store
+            .audit(Some(tenant_id), kind, subject, outcome, &detail)
+            .await?;
+        r
+    }
+
+    async fn register_family_inner(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        cert_der: &[u8],
+        pop_signature: &[u8],
+    ) -> Result<String, RegistryError> {
         let cert =
             IssuedCert::from_der(cert_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
         cert.require_ca()
             .map_err(|e| RegistryError::NotACa(e.to_string()))?;
         let challenge = pop_challenge(tenant_id, cert_der);
         if !inkan_pki::signer::verify_raw(&cert.public_point(), &challenge, pop_signature) {
-            self.store
-                .audit(
-                    Some(tenant_id),
-                    "register-family",
-                    name,
-                    "refused",
-                    "proof of possession failed",
-                )
-                .await?;
             return Err(RegistryError::ProofOfPossession);
         }
         let fp = fingerprint(cert_der);
         if self.store.family_by_fingerprint(&fp).await?.is_some() {
             return Err(RegistryError::Duplicate(format!("family certificate {fp}")));
         }
-        let id = self
-            .store
-            .insert_family(tenant_id, name, cert_der, &fp)
-            .await?;
         self.store
-            .audit(Some(tenant_id), "register-family", name, "ok", &fp)
-            .await?;
-        Ok(id)
+            .insert_family(tenant_id, name, cert_der, &fp)
+            .await
+            .map_err(RegistryError::from)
     }
 
-    /// Registers one device by its certificate.
+    /// Registers one device by its certificate. A device of a family
+    /// registered by another tenant cannot be claimed.
     pub async fn register_device(
         &self,
         tenant_id: &str,
         cert_der: &[u8],
+    ) -> Result<String, RegistryError> {
+        let fp = fingerprint(cert_der);
+        let subject = IssuedCert::from_der(cert_der)
+            .ok()
+            .and_then(|c| c.subject_serial_number())
+            .unwrap_or_else(|| fp[..16].to_string());
+        let r = self.register_device_inner(tenant_id, cert_der, &fp).await;
+        self.audited(tenant_id, "register-device", &subject, &fp, r)
+            .await
+    }
+
+    async fn register_device_inner(
+        &self,
+        tenant_id: &str,
+        cert_der: &[u8],
+        fp: &str,
     ) -> Result<String, RegistryError> {
         let cert =
             IssuedCert::from_der(cert_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
         let serial = cert
             .subject_serial_number()
             .ok_or_else(|| RegistryError::Malformed("certificate without a serialNumber".into()))?;
-        let fp = fingerprint(cert_der);
-        if self.store.device_by_fingerprint(&fp).await?.is_some() {
+        if self.store.device_by_fingerprint(fp).await?.is_some() {
             return Err(RegistryError::Duplicate(format!("device {serial}")));
         }
-        let family_id = self.family_of(&cert).await?.map(|f| f.id);
+        let family = self.family_of(&cert).await?;
+        if family.as_ref().is_some_and(|f| f.tenant_id != tenant_id) {
+            return Err(RegistryError::ForeignFamily);
+        }
         let id = Store::insert_device(
             &self.store.pool,
             tenant_id,
             &serial,
-            family_id.as_deref(),
+            family.map(|f| f.id).as_deref(),
             cert_der,
-            &fp,
+            fp,
             &cert.public_point(),
             "individual",
         )
         .await?;
-        self.store
-            .audit(Some(tenant_id), "register-device", &serial, "ok", &fp)
-            .await?;
         Ok(id)
     }
 
@@ -204,16 +246,32 @@ impl Registry {
         bytes: &[u8],
         root_der: &[u8],
     ) -> Result<usize, RegistryError> {
+        let r = self.import_manifest_inner(tenant_id, bytes, root_der).await;
+        let (subject, detail) = match &r {
+            Ok((batch, n)) => (batch.clone(), format!("{n} devices")),
+            Err(_) => ("manifest".to_string(), String::new()),
+        };
+        self.audited(tenant_id, "import-manifest", &subject, &detail, r)
+            .await
+            .map(|(_, n)| n)
+    }
+
+    async fn import_manifest_inner(
+        &self,
+        tenant_id: &str,
+        bytes: &[u8],
+        root_der: &[u8],
+    ) -> Result<(String, usize), RegistryError> {
         let root =
             IssuedCert::from_der(root_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
         let m = inkan_pki::manifest::verify(bytes, &root, SystemTime::now())
             .map_err(|e| RegistryError::Manifest(e.to_string()))?;
         let family_fp = fingerprint(&m.family_certificate);
-        let family_id = self
-            .store
-            .family_by_fingerprint(&family_fp)
-            .await?
-            .map(|f| f.id);
+        let family = self.store.family_by_fingerprint(&family_fp).await?;
+        if family.as_ref().is_some_and(|f| f.tenant_id != tenant_id) {
+            return Err(RegistryError::ForeignFamily);
+        }
+        let family_id = family.map(|f| f.id);
         let mut tx = self.store.pool.begin().await.map_err(StoreError::from)?;
         for e in &m.entries {
             let cert = IssuedCert::from_der(&e.certificate)
@@ -244,16 +302,7 @@ impl Registry {
             })?;
         }
         tx.commit().await.map_err(StoreError::from)?;
-        self.store
-            .audit(
-                Some(tenant_id),
-                "import-manifest",
-                &m.batch,
-                "ok",
-                &format!("{} devices", m.entries.len()),
-            )
-            .await?;
-        Ok(m.entries.len())
+        Ok((m.batch.clone(), m.entries.len()))
     }
 
     /// The registered family that issued `cert`: candidates by subject
@@ -298,6 +347,14 @@ impl Registry {
         let family = self.family_of(&leaf).await?;
         if let Some(e) = status_error(device.as_ref(), family.as_ref()) {
             return Err(e);
+        }
+        // A device registered by one tenant under a family another tenant
+        // owns (it proved possession of the family key): the family's
+        // owner wins, the claim is refused.
+        if let (Some(d), Some(f)) = (&device, &family) {
+            if d.tenant_id != f.tenant_id {
+                return Err(RegistryError::ForeignFamily);
+            }
         }
         // The chain is checked against the family when there is one (time,
         // EKU, path); an individually registered device without a family is

@@ -258,6 +258,22 @@ fn chip_exchange_with(
     rt: &tokio::runtime::Runtime,
     by_hash: bool,
 ) -> (inkan_proto::edhoc::InitiatorDone, Vec<u8>) {
+    let cert = inkan_device::read_identity(&mut driver(w, i).lock().unwrap())
+        .unwrap()
+        .certificate;
+    chip_exchange_presenting(w, i, auth, rt, cert, by_hash)
+}
+
+/// As [`chip_exchange`], presenting `cert` (signed for the chip's key)
+/// instead of the certificate stored in the chip.
+fn chip_exchange_presenting(
+    w: &World,
+    i: usize,
+    auth: &AuthService,
+    rt: &tokio::runtime::Runtime,
+    cert: Vec<u8>,
+    by_hash: bool,
+) -> (inkan_proto::edhoc::InitiatorDone, Vec<u8>) {
     let d = driver(w, i);
     let eph = SeEphemeral::generate(d.clone()).unwrap();
     let (init, m1) = Initiator::start(
@@ -278,9 +294,6 @@ fn chip_exchange_with(
         .unwrap()
         .public_point();
     let v = p2.verify(&Credential::x509(&c[0], point)).unwrap();
-    let cert = inkan_device::read_identity(&mut d.lock().unwrap())
-        .unwrap()
-        .certificate;
     let id_cred = if by_hash {
         IdCred::x5t(&cert)
     } else {
@@ -487,6 +500,8 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
 }
 
 on_both_stores!(
+    a_family_of_tenant_a_cannot_be_claimed_by_tenant_b,
+    expired_not_yet_valid_and_wrong_eku_certificates_are_refused,
     coap_duplicates_and_malformed_requests,
     family_registration_enrolls_devices_on_first_authentication,
     suspension_revocation_and_the_most_specific_entry,
@@ -604,4 +619,202 @@ fn two_replicas_share_one_postgres() {
         .unwrap();
     refused_with(connect(driver(&w, 0), addr_b, quick()), "device revoked");
     refused_with(connect(driver(&w, 0), addr_a, quick()), "device revoked");
+}
+
+/// Tenant A registered the family (and proved it holds its key). Tenant B
+/// tries every way to claim the family or its devices: none works, each
+/// refusal is audited, and the devices authenticate as tenant A's.
+fn a_family_of_tenant_a_cannot_be_claimed_by_tenant_b(db: Db) {
+    let w = world(&["thermo"], 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
+    let reg = &auth.registry;
+    let a = rt.block_on(reg.store.ensure_tenant("tenant-a")).unwrap();
+    let b = rt.block_on(reg.store.ensure_tenant("tenant-b")).unwrap();
+    rt.block_on(register_family(&w, reg, &a, "thermo"));
+    let (_, fam) = w.factory.family("thermo").unwrap();
+    let key = w.factory.signer("family-thermo").unwrap();
+
+    // The same family certificate, even with a valid proof for B.
+    let sig_b = inkan_pki::signer::sign_raw(&*key, &pop_challenge(&b, &fam.der)).unwrap();
+    assert!(matches!(
+        rt.block_on(reg.register_family(&b, "mine", &fam.der, &sig_b)),
+        Err(RegistryError::Duplicate(_))
+    ));
+    // One of its devices, registered individually by B.
+    let leaf = inkan_device::read_identity(&mut driver(&w, 0).lock().unwrap())
+        .unwrap()
+        .certificate;
+    assert!(matches!(
+        rt.block_on(reg.register_device(&b, &leaf)),
+        Err(RegistryError::ForeignFamily)
+    ));
+    // The batch manifest of the family, imported by B.
+    let p = Personalizer::open(
+        &w.factory,
+        "thermo",
+        "thermo-1",
+        &BatchConfig {
+            family: "thermo".into(),
+            count: 2,
+            personality: Personality::A120,
+        },
+    )
+    .unwrap();
+    let manifest = std::fs::read(p.finish().unwrap().manifest).unwrap();
+    let root = w.factory.root().unwrap();
+    assert!(matches!(
+        rt.block_on(reg.import_manifest(&b, &manifest, &root.der)),
+        Err(RegistryError::ForeignFamily)
+    ));
+    assert_eq!(rt.block_on(reg.store.device_count()).unwrap(), 0);
+
+    // A claim that predates the family's registration (B registered the
+    // device before A registered the family) is refused at authentication.
+    let dir2 = tempfile::tempdir().unwrap();
+    let early = rt.block_on(cloud(db, dir2.path(), &w.cloud_key, Limits::default()));
+    let (a2, b2) = rt.block_on(async {
+        (
+            early
+                .registry
+                .store
+                .ensure_tenant("tenant-a")
+                .await
+                .unwrap(),
+            early
+                .registry
+                .store
+                .ensure_tenant("tenant-b")
+                .await
+                .unwrap(),
+        )
+    });
+    rt.block_on(early.registry.register_device(&b2, &leaf))
+        .unwrap();
+    rt.block_on(register_family(&w, &early.registry, &a2, "thermo"));
+    let addr2 = start_server(&rt, early.clone());
+    refused_with(connect(driver(&w, 0), addr2, quick()), "another tenant");
+    // Its sibling, never claimed by B, enrolls in A.
+    connect(driver(&w, 1), addr2, quick()).unwrap();
+
+    // On the first cloud, the devices authenticate as tenant A's.
+    let addr = start_server(&rt, auth.clone());
+    connect(driver(&w, 0), addr, quick()).unwrap();
+    let row = rt
+        .block_on(
+            reg.store
+                .device_by_fingerprint(&inkan_cloud::registry::fingerprint(&leaf)),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.tenant_id, a);
+
+    let audit = rt.block_on(reg.store.audit_tail(100)).unwrap();
+    for (kind, reason) in [
+        ("register-family", "already registered"),
+        ("register-device", "another tenant"),
+        ("import-manifest", "another tenant"),
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|(k, _, o, d)| k == kind && o == "refused" && d.contains(reason)),
+            "no audit entry for {kind}: {reason}"
+        );
+    }
+    let audit2 = rt.block_on(early.registry.store.audit_tail(100)).unwrap();
+    assert!(audit2
+        .iter()
+        .any(|(k, _, o, d)| k == "authenticate" && o == "refused" && d.contains("another tenant")));
+}
+
+/// Re-signs `cert_der` with the family key after `edit` changed its TBS:
+/// a certificate the family really issued, but with a defect.
+fn reissued(
+    w: &World,
+    cert_der: &[u8],
+    edit: impl FnOnce(&mut x509_cert::TbsCertificate),
+) -> Vec<u8> {
+    use der::{Decode, Encode};
+    let mut cert = x509_cert::Certificate::from_der(cert_der).unwrap();
+    edit(&mut cert.tbs_certificate);
+    let key = w.factory.signer("family-thermo").unwrap();
+    let tbs = cert.tbs_certificate.to_der().unwrap();
+    let sig = inkan_pki::signer::sign_der(&*key, &tbs).unwrap();
+    cert.signature = der::asn1::BitString::from_bytes(&sig).unwrap();
+    cert.to_der().unwrap()
+}
+
+fn utc(t: std::time::SystemTime) -> x509_cert::time::Time {
+    x509_cert::time::Time::UtcTime(der::asn1::UtcTime::from_system_time(t).unwrap())
+}
+
+/// Certificates the family signed for the chip's own key, but expired, not
+/// yet valid, or without the clientAuth EKU: the chip's signature is
+/// genuine, the certificate is not acceptable, and the cloud says why.
+fn expired_not_yet_valid_and_wrong_eku_certificates_are_refused(db: Db) {
+    use std::time::{Duration, SystemTime};
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+    let genuine = inkan_device::read_identity(&mut driver(&w, 0).lock().unwrap())
+        .unwrap()
+        .certificate;
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    let expired = reissued(&w, &genuine, |t| {
+        t.validity.not_before = utc(now - 30 * day);
+        t.validity.not_after = utc(now - day);
+    });
+    let not_yet = reissued(&w, &genuine, |t| {
+        t.validity.not_before = utc(now + day);
+        t.validity.not_after = utc(now + 30 * day);
+    });
+    let server_only = reissued(&w, &genuine, |t| {
+        let eku_oid = der::oid::ObjectIdentifier::new_unwrap("2.5.29.37");
+        let server_auth = der::oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+        for e in t.extensions.as_mut().unwrap() {
+            if e.extn_id == eku_oid {
+                let v =
+                    der::Encode::to_der(&x509_cert::ext::pkix::ExtendedKeyUsage(vec![server_auth]))
+                        .unwrap();
+                e.extn_value = der::asn1::OctetString::new(v).unwrap();
+            }
+        }
+    });
+    // The edited certificate still carries a good family signature.
+    let fam = w.factory.family("thermo").unwrap().1;
+    for c in [&expired, &not_yet, &server_only] {
+        inkan_pki::cert::verify_issued_by(&inkan_pki::cert::IssuedCert::from_der(c).unwrap(), &fam)
+            .unwrap();
+    }
+    for (cert, want) in [
+        (expired, inkan_pki::ValidationError::Expired),
+        (not_yet, inkan_pki::ValidationError::NotYetValid),
+        (server_only, inkan_pki::ValidationError::WrongEku),
+    ] {
+        let (done, m3) = chip_exchange_presenting(&w, 0, &auth, &rt, cert, false);
+        match rt.block_on(auth.message_3(&done.c_r, &m3, "test")) {
+            Err(AuthError::Registry(RegistryError::Chain(e))) => assert_eq!(e, want),
+            other => panic!("expected {want:?}, got {other:?}"),
+        }
+    }
+    // The genuine certificate of the same chip is accepted.
+    let (done, m3) = chip_exchange_presenting(&w, 0, &auth, &rt, genuine, false);
+    rt.block_on(auth.message_3(&done.c_r, &m3, "test")).unwrap();
+    let audit = rt.block_on(auth.registry.store.audit_tail(50)).unwrap();
+    for reason in ["expired", "not yet valid", "extended key usage"] {
+        assert!(
+            audit.iter().any(|(k, _, o, d)| k == "authenticate"
+                && o == "refused"
+                && d.to_lowercase().contains(&reason.to_lowercase())),
+            "no audit entry for {reason}"
+        );
+    }
 }
