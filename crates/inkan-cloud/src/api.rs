@@ -108,6 +108,7 @@ impl From<RegistryError> for ApiError {
         let code = match &e {
             RegistryError::Duplicate(_) => StatusCode::CONFLICT,
             RegistryError::ForeignFamily => StatusCode::FORBIDDEN,
+            RegistryError::UnknownFamily => StatusCode::NOT_FOUND,
             RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -256,6 +257,39 @@ pub struct ManifestBody {
     pub manifest_hex: String,
     /// The factory root certificate (PEM) it must verify against.
     pub root_pem: String,
+}
+
+/// A family CRL to import.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct CrlBody {
+    /// The CRL signed by the family CA (PEM `X509 CRL`).
+    pub crl_pem: String,
+}
+
+/// One entry of a family's revocation list.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct RevocationView {
+    /// The certificate's serial number (hex).
+    pub certificate_serial: String,
+    /// The chip serial, when the device is known to the cloud.
+    pub device_serial: Option<String>,
+    /// `operator` (revoked in the cloud) or `crl N` (an imported CRL).
+    pub source: String,
+    /// When it entered the list (Unix seconds).
+    pub time: i64,
+}
+
+/// A family's revocation list.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct RevocationList {
+    /// Family id.
+    pub family_id: String,
+    /// Status of the family itself.
+    pub family_status: String,
+    /// The newest imported CRL's number.
+    pub crl_number: Option<i64>,
+    /// Revoked certificates.
+    pub entries: Vec<RevocationView>,
 }
 
 /// A token request.
@@ -504,6 +538,63 @@ async fn family_action(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/families/{id}/revocations", responses((status = 200, body = RevocationList), (status = 404)))]
+async fn family_revocations(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<RevocationList> {
+    let c = caller(
+        &st,
+        &headers,
+        Role::Viewer,
+        "GET /v1/families/{id}/revocations",
+    )
+    .await?;
+    let store = &st.auth.registry.store;
+    let f = store
+        .families()
+        .await?
+        .into_iter()
+        .find(|f| f.id == id && f.tenant_id == c.tenant_id)
+        .ok_or_else(not_found)?;
+    let entries = store
+        .revocations(&f.id)
+        .await?
+        .into_iter()
+        .map(|r| RevocationView {
+            certificate_serial: r.cert_serial,
+            device_serial: r.device_serial,
+            source: r.source,
+            time: r.time,
+        })
+        .collect();
+    Ok(Json(RevocationList {
+        crl_number: store.crl_number(&f.id).await?,
+        family_id: f.id,
+        family_status: f.status,
+        entries,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/families/{id}/crl", request_body = CrlBody, responses((status = 200, description = "{\"crl_number\", \"listed\", \"devices_revoked\"}"), (status = 400), (status = 404)))]
+async fn import_family_crl(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<CrlBody>,
+) -> ApiResult<crate::registry::CrlImport> {
+    let c = caller(&st, &headers, Role::Operator, "POST /v1/families/{id}/crl").await?;
+    let der = inkan_pki::pem_or_der("X509 CRL", b.crl_pem.as_bytes())
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "crl_pem is not a PEM CRL".into()))?;
+    match st.auth.registry.import_crl(&c.tenant_id, &id, &der).await {
+        Err(RegistryError::UnknownFamily) => Err(not_found()),
+        r => Ok(Json(r?)),
+    }
+}
+
 #[utoipa::path(post, path = "/v1/manifests", request_body = ManifestBody, responses((status = 200, description = "{\"imported\": n}")))]
 async fn import_manifest(
     State(st): State<Arc<ApiState>>,
@@ -589,6 +680,8 @@ async fn new_token(
         family_challenge,
         register_family,
         family_action,
+        family_revocations,
+        import_family_crl,
         import_manifest,
         audit,
         new_token
@@ -599,6 +692,9 @@ async fn new_token(
         CertificateBody,
         FamilyBody,
         ManifestBody,
+        CrlBody,
+        RevocationView,
+        RevocationList,
         TokenBody,
         AuditView,
         Role
@@ -616,6 +712,8 @@ pub fn router(auth: Arc<AuthService>) -> Router {
         .route("/v1/devices/{id}/{action}", post(device_action))
         .route("/v1/families", get(list_families).post(register_family))
         .route("/v1/families/challenge", post(family_challenge))
+        .route("/v1/families/{id}/revocations", get(family_revocations))
+        .route("/v1/families/{id}/crl", post(import_family_crl))
         .route("/v1/families/{id}/{action}", post(family_action))
         .route("/v1/manifests", post(import_manifest))
         .route("/v1/audit", get(audit))

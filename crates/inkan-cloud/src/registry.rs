@@ -49,6 +49,13 @@ pub enum RegistryError {
     /// proved it holds the key of): it cannot be claimed by this tenant.
     #[error("the certificate belongs to a family registered by another tenant")]
     ForeignFamily,
+    /// No family with this id in the caller's tenant.
+    #[error("no such family in this tenant")]
+    UnknownFamily,
+    /// A CRL that does not verify against the family, or is older than
+    /// the newest one imported.
+    #[error("CRL refused: {0}")]
+    Crl(String),
     /// Already registered.
     #[error("already registered: {0}")]
     Duplicate(String),
@@ -73,6 +80,17 @@ pub struct Authorized {
     pub public_key: Vec<u8>,
     /// Whether this authentication enrolled the device through its family.
     pub enrolled_now: bool,
+}
+
+/// What importing a family CRL did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CrlImport {
+    /// The CRL number.
+    pub crl_number: i64,
+    /// Certificates the CRL lists.
+    pub listed: usize,
+    /// Registered devices it revoked now.
+    pub devices_revoked: usize,
 }
 
 /// Fingerprint (SHA-256 hex) of DER.
@@ -305,6 +323,63 @@ impl Registry {
         Ok((m.batch.clone(), m.entries.len()))
     }
 
+    /// Imports a CRL signed by a family's CA: verified against the family
+    /// certificate, refused if not newer than the last one, then applied
+    /// in one transaction (see [`Store::apply_crl`]).
+    pub async fn import_crl(
+        &self,
+        tenant_id: &str,
+        family_id: &str,
+        crl_der: &[u8],
+    ) -> Result<CrlImport, RegistryError> {
+        let r = self.import_crl_inner(tenant_id, family_id, crl_der).await;
+        let detail = match &r {
+            Ok(i) => format!(
+                "CRL {}: {} listed, {} devices revoked",
+                i.crl_number, i.listed, i.devices_revoked
+            ),
+            Err(_) => String::new(),
+        };
+        self.audited(tenant_id, "import-crl", family_id, &detail, r)
+            .await
+    }
+
+    async fn import_crl_inner(
+        &self,
+        tenant_id: &str,
+        family_id: &str,
+        crl_der: &[u8],
+    ) -> Result<CrlImport, RegistryError> {
+        let f = self
+            .store
+            .families()
+            .await?
+            .into_iter()
+            .find(|f| f.id == family_id && f.tenant_id == tenant_id)
+            .ok_or(RegistryError::UnknownFamily)?;
+        let ca = IssuedCert::from_der(&f.certificate)
+            .map_err(|e| RegistryError::Malformed(e.to_string()))?;
+        let v = inkan_pki::crl::Crl::from_der(crl_der)
+            .and_then(|c| c.verify(&ca))
+            .map_err(|e| RegistryError::Crl(e.to_string()))?;
+        let number = i64::try_from(v.number)
+            .map_err(|_| RegistryError::Crl("CRL number beyond 2^63".into()))?;
+        if let Some(have) = self.store.crl_number(&f.id).await? {
+            if number <= have {
+                return Err(RegistryError::Crl(format!(
+                    "stale: CRL number {number}, the cloud already has {have}"
+                )));
+            }
+        }
+        let serials: Vec<String> = v.revoked.iter().map(|r| hex::encode(&r.serial)).collect();
+        let devices_revoked = self.store.apply_crl(&f.id, number, &serials).await?;
+        Ok(CrlImport {
+            crl_number: number,
+            listed: serials.len(),
+            devices_revoked,
+        })
+    }
+
     /// The registered family that issued `cert`: candidates by subject
     /// name first, then the signature decides.
     async fn family_of(&self, cert: &IssuedCert) -> Result<Option<FamilyRow>, RegistryError> {
@@ -354,6 +429,13 @@ impl Registry {
         if let (Some(d), Some(f)) = (&device, &family) {
             if d.tenant_id != f.tenant_id {
                 return Err(RegistryError::ForeignFamily);
+            }
+        }
+        // A device never seen before may already be on its family's
+        // revocation list (an imported CRL).
+        if let (None, Some(f)) = (&device, &family) {
+            if self.store.is_revoked(&f.id, &leaf.serial_hex()).await? {
+                return Err(RegistryError::DeviceRevoked);
             }
         }
         // The chain is checked against the family when there is one (time,

@@ -86,6 +86,19 @@ pub struct DeviceRow {
     pub enrolled_by: String,
 }
 
+/// An entry of a family's revocation list.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RevocationRow {
+    /// The certificate's serial number (hex).
+    pub cert_serial: String,
+    /// The chip serial, when the device is known.
+    pub device_serial: Option<String>,
+    /// `operator`, or `crl N` for an imported CRL.
+    pub source: String,
+    /// When it entered the list (Unix seconds).
+    pub time: i64,
+}
+
 /// A family row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FamilyRow {
@@ -350,40 +363,205 @@ impl Store {
         Ok(id)
     }
 
-    /// Sets a device's status and bumps the revocation epoch.
+    /// Sets a device's status and bumps the revocation epoch. Suspension
+    /// and revocation end its sessions; a revocation also enters the
+    /// family's revocation list (`cert_serial`: the certificate's serial
+    /// number, hex).
     pub async fn set_device_status(&self, id: &str, status: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let n = sqlx::query("UPDATE devices SET status = $1 WHERE id = $2")
             .bind(status)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         if status != "active" {
             sqlx::query("UPDATE sessions SET ended = $1 WHERE device_id = $2 AND ended IS NULL")
                 .bind(now())
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         }
-        self.bump_epoch().await?;
+        if status == "revoked" {
+            let row =
+                sqlx::query("SELECT family_id, serial, certificate FROM devices WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(r) = row {
+                let family: Option<String> = r.try_get("family_id")?;
+                let cert: Vec<u8> = r.try_get("certificate")?;
+                let serial: String = r.try_get("serial")?;
+                if let (Some(f), Ok(c)) = (family, inkan_pki::IssuedCert::from_der(&cert)) {
+                    Self::add_revocation(&mut *tx, &f, &c.serial_hex(), Some(&serial), "operator")
+                        .await?;
+                }
+            }
+        }
+        Self::bump_epoch_in(&mut *tx).await?;
+        tx.commit().await?;
         Ok(n > 0)
     }
 
-    /// Sets a family's status and bumps the revocation epoch.
+    /// Adds an entry to a family's revocation list (kept if already there).
+    pub async fn add_revocation<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+        exec: E,
+        family_id: &str,
+        cert_serial: &str,
+        device_serial: Option<&str>,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revocations (family_id, cert_serial, device_serial, source, time) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (family_id, cert_serial) DO NOTHING",
+        )
+        .bind(family_id)
+        .bind(cert_serial)
+        .bind(device_serial.map(str::to_string))
+        .bind(source)
+        .bind(now())
+        .execute(exec)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether a family's revocation list names this certificate serial.
+    pub async fn is_revoked(&self, family_id: &str, cert_serial: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("SELECT 1 AS x FROM revocations WHERE family_id = $1 AND cert_serial = $2")
+                .bind(family_id)
+                .bind(cert_serial)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// A family's revocation list, oldest first.
+    pub async fn revocations(&self, family_id: &str) -> Result<Vec<RevocationRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT cert_serial, device_serial, source, time FROM revocations WHERE family_id = $1 ORDER BY time, cert_serial",
+        )
+        .bind(family_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RevocationRow {
+                    cert_serial: r.try_get("cert_serial")?,
+                    device_serial: r.try_get("device_serial")?,
+                    source: r.try_get("source")?,
+                    time: r.try_get("time")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The number of the newest CRL imported for a family.
+    pub async fn crl_number(&self, family_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query("SELECT crl_number FROM families WHERE id = $1")
+            .bind(family_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<Option<i64>, _>("crl_number"))
+            .transpose()?
+            .flatten())
+    }
+
+    /// Applies a verified CRL of a family in one transaction: its entries
+    /// join the family's revocation list, the devices it names are revoked
+    /// and their sessions ended, and its number becomes the family's
+    /// newest. Returns the number of devices newly revoked.
+    pub async fn apply_crl(
+        &self,
+        family_id: &str,
+        number: i64,
+        cert_serials: &[String],
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let source = format!("crl {number}");
+        for s in cert_serials {
+            Self::add_revocation(&mut *tx, family_id, s, None, &source).await?;
+        }
+        let listed: std::collections::HashSet<&str> =
+            cert_serials.iter().map(String::as_str).collect();
+        let rows = sqlx::query(
+            "SELECT id, serial, certificate FROM devices WHERE family_id = $1 AND status <> 'revoked'",
+        )
+        .bind(family_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut revoked = 0;
+        for r in rows {
+            let cert: Vec<u8> = r.try_get("certificate")?;
+            let Ok(c) = inkan_pki::IssuedCert::from_der(&cert) else {
+                continue;
+            };
+            let cert_serial = c.serial_hex();
+            if !listed.contains(cert_serial.as_str()) {
+                continue;
+            }
+            let id: String = r.try_get("id")?;
+            let serial: String = r.try_get("serial")?;
+            sqlx::query("UPDATE devices SET status = 'revoked' WHERE id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE sessions SET ended = $1 WHERE device_id = $2 AND ended IS NULL")
+                .bind(now())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE revocations SET device_serial = $1 WHERE family_id = $2 AND cert_serial = $3",
+            )
+            .bind(&serial)
+            .bind(family_id)
+            .bind(&cert_serial)
+            .execute(&mut *tx)
+            .await?;
+            revoked += 1;
+        }
+        sqlx::query("UPDATE families SET crl_number = $1 WHERE id = $2")
+            .bind(number)
+            .bind(family_id)
+            .execute(&mut *tx)
+            .await?;
+        Self::bump_epoch_in(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Sets a family's status and bumps the revocation epoch. Suspension
+    /// and revocation end the sessions of all its devices.
     pub async fn set_family_status(&self, id: &str, status: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let n = sqlx::query("UPDATE families SET status = $1 WHERE id = $2")
             .bind(status)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
-        self.bump_epoch().await?;
+        if status != "active" {
+            sqlx::query(
+                "UPDATE sessions SET ended = $1 WHERE ended IS NULL AND device_id IN (SELECT id FROM devices WHERE family_id = $2)",
+            )
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Self::bump_epoch_in(&mut *tx).await?;
+        tx.commit().await?;
         Ok(n > 0)
     }
 
-    async fn bump_epoch(&self) -> Result<(), StoreError> {
+    /// Bumps the revocation epoch (inside a caller's transaction).
+    pub async fn bump_epoch_in<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+        exec: E,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE epochs SET value = value + 1 WHERE name = 'revocation'")
-            .execute(&self.pool)
+            .execute(exec)
             .await?;
         Ok(())
     }

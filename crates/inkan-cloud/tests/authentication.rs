@@ -500,6 +500,7 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
 }
 
 on_both_stores!(
+    revocations_reach_the_family_list_and_crls_revoke_unseen_devices,
     a_family_of_tenant_a_cannot_be_claimed_by_tenant_b,
     expired_not_yet_valid_and_wrong_eku_certificates_are_refused,
     coap_duplicates_and_malformed_requests,
@@ -817,4 +818,112 @@ fn expired_not_yet_valid_and_wrong_eku_certificates_are_refused(db: Db) {
             "no audit entry for {reason}"
         );
     }
+}
+
+fn leaf_of(w: &World, i: usize) -> inkan_pki::IssuedCert {
+    let der = inkan_device::read_identity(&mut driver(w, i).lock().unwrap())
+        .unwrap()
+        .certificate;
+    inkan_pki::IssuedCert::from_der(&der).unwrap()
+}
+
+/// A revocation in the cloud enters the family's revocation list; a CRL
+/// the family CA signed revokes the devices it lists, even one the cloud
+/// has never seen; a stale, foreign or tampered CRL is refused.
+fn revocations_reach_the_family_list_and_crls_revoke_unseen_devices(db: Db) {
+    let w = world(&["thermo", "valve"], 3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
+    let reg = &auth.registry;
+    let store = &reg.store;
+    let tenant = rt.block_on(store.ensure_tenant("acme")).unwrap();
+    let fam = rt.block_on(register_family(&w, reg, &tenant, "thermo"));
+    let addr = start_server(&rt, auth.clone());
+    let leaves: Vec<_> = (0..3).map(|i| leaf_of(&w, i)).collect();
+
+    // Revoked by an operator: on the family's list, with its chip serial.
+    connect(driver(&w, 0), addr, quick()).unwrap();
+    let row0 = rt
+        .block_on(store.device_by_fingerprint(&inkan_cloud::registry::fingerprint(&leaves[0].der)))
+        .unwrap()
+        .unwrap();
+    rt.block_on(store.set_device_status(&row0.id, "revoked"))
+        .unwrap();
+    let list = rt.block_on(store.revocations(&fam)).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].cert_serial, leaves[0].serial_hex());
+    assert_eq!(list[0].device_serial.as_deref(), Some(row0.serial.as_str()));
+    assert_eq!(list[0].source, "operator");
+
+    // Device 2 enrolls; device 1 has never been seen.
+    connect(driver(&w, 2), addr, quick()).unwrap();
+    let before = rt.block_on(store.device_count()).unwrap();
+    // The factory revokes device 1: its CRL reaches the cloud.
+    let crl1 = w.factory.revoke("thermo", &leaves[1].serial_hex()).unwrap();
+    let got = rt
+        .block_on(reg.import_crl(&tenant, &fam, &crl1.der))
+        .unwrap();
+    let n1 = got.crl_number;
+    assert!(n1 >= 1);
+    assert_eq!((got.listed, got.devices_revoked), (1, 0));
+    refused_with(connect(driver(&w, 1), addr, quick()), "device revoked");
+    assert_eq!(
+        rt.block_on(store.device_count()).unwrap(),
+        before,
+        "a revoked device is not enrolled"
+    );
+    // The factory then revokes device 2, which holds a session.
+    let crl2 = w.factory.revoke("thermo", &leaves[2].serial_hex()).unwrap();
+    let got = rt
+        .block_on(reg.import_crl(&tenant, &fam, &crl2.der))
+        .unwrap();
+    assert_eq!(
+        (got.crl_number, got.listed, got.devices_revoked),
+        (n1 + 1, 2, 1)
+    );
+    refused_with(connect(driver(&w, 2), addr, quick()), "device revoked");
+    let list = rt.block_on(store.revocations(&fam)).unwrap();
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert!(list
+        .iter()
+        .any(|r| r.cert_serial == leaves[2].serial_hex() && r.source == format!("crl {}", n1 + 1)));
+
+    // Refused: the older CRL replayed, another family's CRL, a tampered one.
+    assert!(matches!(
+        rt.block_on(reg.import_crl(&tenant, &fam, &crl1.der)),
+        Err(RegistryError::Crl(m)) if m.contains("stale")
+    ));
+    let valve_leaf = leaf_of(&w, 3);
+    let foreign = w.factory.revoke("valve", &valve_leaf.serial_hex()).unwrap();
+    assert!(matches!(
+        rt.block_on(reg.import_crl(&tenant, &fam, &foreign.der)),
+        Err(RegistryError::Crl(m)) if m.contains("another issuer")
+    ));
+    let mut tampered = w
+        .factory
+        .revoke("thermo", &leaves[2].serial_hex())
+        .unwrap()
+        .der;
+    let n = tampered.len();
+    tampered[n - 10] ^= 0x01;
+    assert!(matches!(
+        rt.block_on(reg.import_crl(&tenant, &fam, &tampered)),
+        Err(RegistryError::Crl(_))
+    ));
+    // Another tenant cannot read or feed this family's list.
+    let other = rt.block_on(store.ensure_tenant("other")).unwrap();
+    assert!(matches!(
+        rt.block_on(reg.import_crl(&other, &fam, &crl2.der)),
+        Err(RegistryError::UnknownFamily)
+    ));
+    assert_eq!(rt.block_on(store.crl_number(&fam)).unwrap(), Some(n1 + 1));
+
+    let audit = rt.block_on(store.audit_tail(100)).unwrap();
+    assert!(audit.iter().any(|(k, _, o, d)| k == "import-crl"
+        && o == "ok"
+        && d.contains(&format!("CRL {}", n1 + 1))));
+    assert!(audit
+        .iter()
+        .any(|(k, _, o, d)| k == "import-crl" && o == "refused" && d.contains("stale")));
 }

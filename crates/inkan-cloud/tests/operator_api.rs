@@ -327,6 +327,41 @@ fn families_with_proof_of_possession(db: Db) {
         .0,
         403
     );
+
+    // The family's CRL: imported by an operator of its tenant, shown in
+    // its revocation list; invisible to another tenant; no replay.
+    let fid = f["id"].as_str().unwrap();
+    let crl = inkan_pki::crl::issue_crl(
+        &fk,
+        &fam,
+        &[inkan_pki::crl::Revoked {
+            serial: vec![0x42, 0x17],
+            time: std::time::SystemTime::now(),
+        }],
+        5,
+        std::time::Duration::from_secs(86_400),
+    )
+    .unwrap();
+    let path = format!("/v1/families/{fid}/crl");
+    let body = json!({ "crl_pem": crl.to_pem() });
+    assert_eq!(a.post(&path, &op_b, body.clone()).0, 404);
+    assert_eq!(a.post(&path, &viewer_b, body.clone()).0, 403);
+    let (s, r) = a.post(&path, &op_a, body.clone());
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["crl_number"], 5);
+    let (s, e) = a.post(&path, &op_a, body);
+    assert_eq!(s, 400);
+    assert!(e["error"].as_str().unwrap().contains("stale"), "{e}");
+    let (s, e) = a.post(&path, &op_a, json!({ "crl_pem": "not a crl" }));
+    assert_eq!(s, 400, "{e}");
+    let list_path = format!("/v1/families/{fid}/revocations");
+    assert_eq!(a.get(&list_path, Some(&viewer_b)).0, 404);
+    let viewer_a = a.token("tenant-a", Role::Viewer);
+    let (s, l) = a.get(&list_path, Some(&viewer_a));
+    assert_eq!(s, 200, "{l}");
+    assert_eq!(l["crl_number"], 5);
+    assert_eq!(l["entries"][0]["certificate_serial"], "4217");
+    assert_eq!(l["entries"][0]["source"], "crl 5");
 }
 
 on_both_stores!(tokens_roles_and_tenants, families_with_proof_of_possession);

@@ -537,7 +537,23 @@ pub fn verify_issued_by(child: &IssuedCert, issuer: &IssuedCert) -> Result<(), P
         .tbs_certificate
         .to_der()
         .map_err(|e| PkiError::encode("TBSCertificate", e))?;
-    let sig = child.cert.signature.raw_bytes();
+    verify_der_signature(
+        issuer,
+        &child.cert.signature_algorithm.oid,
+        &tbs,
+        child.cert.signature.raw_bytes(),
+    )
+    .map_err(|_| PkiError::BadSignature("certificate not signed by the given issuer"))
+}
+
+/// Checks a DER ECDSA signature with algorithm `alg` over `signed` with
+/// `issuer`'s key (P-256 with SHA-256, or P-384 with SHA-384).
+pub(crate) fn verify_der_signature(
+    issuer: &IssuedCert,
+    alg: &ObjectIdentifier,
+    signed: &[u8],
+    sig: &[u8],
+) -> Result<(), PkiError> {
     let point = issuer.public_point();
     let curve = KeyCurve::of_point(&point)
         .ok_or(PkiError::BadSignature("issuer key is not P-256/P-384"))?;
@@ -546,12 +562,9 @@ pub fn verify_issued_by(child: &IssuedCert, issuer: &IssuedCert) -> Result<(), P
         KeyCurve::P384 => p384::ecdsa::Signature::from_der(sig).map(|s| s.to_bytes().to_vec()),
     }
     .map_err(|_| PkiError::BadSignature("signature is not DER ECDSA"))?;
-    let alg_ok = child.cert.signature_algorithm.oid == curve.signature_oid();
-    if alg_ok && signer::verify_raw(&point, &tbs, &raw) {
+    if *alg == curve.signature_oid() && signer::verify_raw(&point, signed, &raw) {
         Ok(())
     } else {
-        Err(PkiError::BadSignature(
-            "certificate not signed by the given issuer",
-        ))
+        Err(PkiError::BadSignature("signature does not verify"))
     }
 }

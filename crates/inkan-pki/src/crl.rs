@@ -23,6 +23,15 @@ pub struct Revoked {
     pub time: SystemTime,
 }
 
+/// What a CRL verified against its CA says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedCrl {
+    /// The CRL number.
+    pub number: u64,
+    /// The revoked certificates.
+    pub revoked: Vec<Revoked>,
+}
+
 /// A signed CRL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Crl {
@@ -40,6 +49,56 @@ impl Crl {
     pub fn from_der(der: &[u8]) -> Result<Crl, PkiError> {
         CertificateList::from_der(der).map_err(|e| PkiError::malformed("CRL", e))?;
         Ok(Crl { der: der.to_vec() })
+    }
+
+    /// Checks that `ca` issued this CRL (issuer name and signature) and
+    /// returns its number and entries. The CRL number is mandatory (RFC
+    /// 5280 §5.2.3): a reader uses it to refuse an older list.
+    pub fn verify(&self, ca: &IssuedCert) -> Result<VerifiedCrl, PkiError> {
+        let l = CertificateList::from_der(&self.der).map_err(|e| PkiError::malformed("CRL", e))?;
+        if l.tbs_cert_list.issuer != ca.cert.tbs_certificate.subject {
+            return Err(PkiError::BadSignature("the CRL names another issuer"));
+        }
+        let tbs = l
+            .tbs_cert_list
+            .to_der()
+            .map_err(|e| PkiError::encode("TBSCertList", e))?;
+        crate::cert::verify_der_signature(
+            ca,
+            &l.signature_algorithm.oid,
+            &tbs,
+            l.signature.raw_bytes(),
+        )
+        .map_err(|_| PkiError::BadSignature("CRL not signed by the family key"))?;
+        let number = l
+            .tbs_cert_list
+            .crl_extensions
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .find(|e| e.extn_id == <CrlNumber as const_oid::AssociatedOid>::OID)
+            .ok_or_else(|| PkiError::malformed("CRL", "no CRL number"))
+            .and_then(|e| {
+                CrlNumber::from_der(e.extn_value.as_bytes())
+                    .map_err(|e| PkiError::malformed("CRL number", e))
+            })?;
+        let bytes = number.0.as_bytes();
+        if bytes.len() > 8 {
+            return Err(PkiError::malformed("CRL number", "wider than 64 bits"));
+        }
+        let mut be = [0u8; 8];
+        be[8 - bytes.len()..].copy_from_slice(bytes);
+        let mut revoked = Vec::new();
+        for r in l.tbs_cert_list.revoked_certificates.unwrap_or_default() {
+            revoked.push(Revoked {
+                serial: r.serial_number.as_bytes().to_vec(),
+                time: r.revocation_date.to_system_time(),
+            });
+        }
+        Ok(VerifiedCrl {
+            number: u64::from_be_bytes(be),
+            revoked,
+        })
     }
 
     /// Serial numbers listed as revoked.

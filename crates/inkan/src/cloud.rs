@@ -286,6 +286,24 @@ enum FamilyCmd {
         /// suspend, reinstate or revoke.
         action: String,
     },
+    /// Show a family's revocation list: devices revoked in the cloud and
+    /// certificates listed by imported CRLs.
+    #[command(after_help = "Example:\n  inkan cloud family revocations 51ab…")]
+    Revocations {
+        /// Family id.
+        id: String,
+    },
+    /// Import a CRL signed by the family CA (from `inkan factory family
+    /// crl`): the devices it lists are revoked; an older CRL is refused.
+    #[command(
+        after_help = "Example:\n  inkan factory family crl thermo > thermo.crl.pem\n  inkan cloud family import-crl 51ab… thermo.crl.pem"
+    )]
+    ImportCrl {
+        /// Family id.
+        id: String,
+        /// The CRL (PEM).
+        crl: PathBuf,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -357,6 +375,17 @@ pub fn cloud(a: CloudArgs) -> Result<()> {
             post(&format!("/v1/devices/{id}/{action}"), serde_json::json!({}))?
         }
         CloudCmd::Family(FamilyCmd::List) => get("/v1/families")?,
+        CloudCmd::Family(FamilyCmd::Revocations { id }) => {
+            get(&format!("/v1/families/{id}/revocations"))?
+        }
+        CloudCmd::Family(FamilyCmd::ImportCrl { id, crl }) => {
+            let pem = std::fs::read_to_string(&crl)
+                .with_context(|| format!("reading {}", crl.display()))?;
+            post(
+                &format!("/v1/families/{id}/crl"),
+                serde_json::json!({ "crl_pem": pem }),
+            )?
+        }
         CloudCmd::Family(FamilyCmd::Act { id, action }) => post(
             &format!("/v1/families/{id}/{action}"),
             serde_json::json!({}),
