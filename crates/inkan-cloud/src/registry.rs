@@ -10,8 +10,8 @@ use inkan_pki::validate::RequiredEku;
 use inkan_pki::{DeviceValidator, ValidationError};
 use sha2::Digest;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Why a device is refused, or a registration rejected.
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +109,22 @@ pub fn pop_challenge(tenant_id: &str, family_cert_der: &[u8]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// How often a replica reads the shared revocation epoch: a revocation
+/// made at another replica reaches this one's caches within this time (its
+/// own changes drop them at once).
+pub const EPOCH_POLL: Duration = Duration::from_millis(250);
+
 #[derive(Default)]
 struct Cache {
+    /// The shared epoch last read, when, and this process's change count
+    /// at that moment.
     epoch: i64,
-    verified: HashMap<String, Authorized>,
+    read_at: Option<Instant>,
+    local: u64,
+    /// Verified chains by leaf fingerprint, with the leaf's notAfter.
+    verified: HashMap<String, (Authorized, SystemTime)>,
+    /// The registered families, as last read.
+    families: Option<Arc<Vec<FamilyRow>>>,
 }
 
 /// The registry over a store, with a cache of verified chains dropped
@@ -381,18 +393,59 @@ impl Registry {
     }
 
     /// The registered family that issued `cert`: candidates by subject
-    /// name first, then the signature decides.
+    /// name first, then the signature decides. Families come from the
+    /// cache, re-read from the store when none matches (a family another
+    /// replica just registered).
     async fn family_of(&self, cert: &IssuedCert) -> Result<Option<FamilyRow>, RegistryError> {
-        let issuer = &cert.cert.tbs_certificate.issuer;
-        for f in self.store.families().await? {
-            let Ok(fc) = IssuedCert::from_der(&f.certificate) else {
-                continue;
-            };
-            if &fc.cert.tbs_certificate.subject == issuer && verify_issued_by(cert, &fc).is_ok() {
+        let cached = self.cache.lock().ok().and_then(|c| c.families.clone());
+        if let Some(fams) = &cached {
+            if let Some(f) = Self::issuer_among(fams, cert) {
                 return Ok(Some(f));
             }
         }
-        Ok(None)
+        let fams = Arc::new(self.store.families().await?);
+        if let Ok(mut c) = self.cache.lock() {
+            c.families = Some(fams.clone());
+        }
+        Ok(Self::issuer_among(&fams, cert))
+    }
+
+    fn issuer_among(fams: &[FamilyRow], cert: &IssuedCert) -> Option<FamilyRow> {
+        let issuer = &cert.cert.tbs_certificate.issuer;
+        fams.iter()
+            .find(|f| {
+                IssuedCert::from_der(&f.certificate).is_ok_and(|fc| {
+                    &fc.cert.tbs_certificate.subject == issuer
+                        && verify_issued_by(cert, &fc).is_ok()
+                })
+            })
+            .cloned()
+    }
+
+    /// Drops the caches when this process changed something or another
+    /// replica's change shows in the shared epoch (read at most every
+    /// [`EPOCH_POLL`]).
+    async fn refresh_caches(&self) -> Result<(), RegistryError> {
+        let local = self.store.local_changes();
+        let due = self
+            .cache
+            .lock()
+            .map(|c| c.local != local || c.read_at.is_none_or(|t| t.elapsed() >= EPOCH_POLL))
+            .unwrap_or(true);
+        if !due {
+            return Ok(());
+        }
+        let epoch = self.store.epoch().await?;
+        if let Ok(mut c) = self.cache.lock() {
+            if c.epoch != epoch || c.local != local {
+                c.verified.clear();
+                c.families = None;
+            }
+            c.epoch = epoch;
+            c.local = local;
+            c.read_at = Some(Instant::now());
+        }
+        Ok(())
     }
 
     /// Decides whether the presented chain (end entity first) belongs to a
@@ -403,16 +456,16 @@ impl Registry {
             .first()
             .ok_or_else(|| RegistryError::Malformed("empty certificate chain".into()))?;
         let fp = fingerprint(leaf_der);
-        let epoch = self.store.epoch().await?;
-        if let Ok(mut c) = self.cache.lock() {
-            if c.epoch != epoch {
-                c.verified.clear();
-                c.epoch = epoch;
-            }
-            if let Some(a) = c.verified.get(&fp) {
+        self.refresh_caches().await?;
+        let (generation, hit) = match self.cache.lock() {
+            Ok(c) => ((c.epoch, c.local), c.verified.get(&fp).cloned()),
+            Err(_) => ((i64::MIN, u64::MAX), None),
+        };
+        if let Some((a, not_after)) = hit {
+            if SystemTime::now() <= not_after {
                 return Ok(Authorized {
                     enrolled_now: false,
-                    ..a.clone()
+                    ..a
                 });
             }
         }
@@ -508,8 +561,8 @@ impl Registry {
             enrolled_now,
         };
         if let Ok(mut c) = self.cache.lock() {
-            if c.epoch == epoch {
-                c.verified.insert(fp, a.clone());
+            if (c.epoch, c.local) == generation {
+                c.verified.insert(fp, (a.clone(), leaf.validity().1));
             }
         }
         Ok(a)

@@ -5,6 +5,8 @@
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::AnyPool;
 use sqlx::Row;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A store failure.
@@ -19,6 +21,9 @@ pub enum StoreError {
     /// A row holds something unexpected.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The group-commit writer could not write a row.
+    #[error("database (group commit): {0}")]
+    Append(String),
 }
 
 /// Which database backs the store.
@@ -65,6 +70,172 @@ pub struct Store {
     pub pool: AnyPool,
     /// The backend.
     pub backend: Backend,
+    /// The group-commit writer of audit entries and sessions.
+    writer: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+    /// Revocation-relevant changes made through this process: a replica
+    /// drops its caches at once after its own changes, and polls the
+    /// shared epoch for the others'.
+    local_changes: Arc<AtomicU64>,
+    /// Exchanges stored by this process (every 512th purges expired ones).
+    exchanges_stored: Arc<AtomicU64>,
+}
+
+/// A row the group-commit writer appends.
+#[derive(Clone, Debug)]
+enum Append {
+    Audit {
+        id: String,
+        time: i64,
+        tenant: Option<String>,
+        kind: String,
+        subject: String,
+        outcome: String,
+        detail: String,
+    },
+    Session {
+        id: String,
+        device_id: String,
+        c_i: String,
+        c_r: String,
+        created: i64,
+    },
+}
+
+#[derive(Debug)]
+struct Job {
+    row: Append,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Most rows one group commit carries.
+const GROUP_MAX: usize = 256;
+
+/// Appends rows, many requests' at a time: one transaction (and one
+/// multi-row INSERT per table) for everything queued, each caller answered
+/// only after the commit. Durable before acknowledged, at a fraction of the
+/// per-statement cost when requests are concurrent.
+async fn group_writer(pool: AnyPool, mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<Append> = jobs.iter().map(|j| j.row.clone()).collect();
+        if append_rows(&pool, &rows).await.is_ok() {
+            for j in jobs {
+                let _ = j.done.send(Ok(()));
+            }
+            continue;
+        }
+        // One bad row must not fail the others: write them one by one.
+        for j in jobs {
+            let r = append_rows(&pool, std::slice::from_ref(&j.row))
+                .await
+                .map_err(|e| e.to_string());
+            let _ = j.done.send(r);
+        }
+    }
+}
+
+async fn append_rows(pool: &AnyPool, rows: &[Append]) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let sessions: Vec<&Append> = rows
+        .iter()
+        .filter(|r| matches!(r, Append::Session { .. }))
+        .collect();
+    let audits: Vec<&Append> = rows
+        .iter()
+        .filter(|r| matches!(r, Append::Audit { .. }))
+        .collect();
+    if !sessions.is_empty() {
+        let sql = multi_insert(
+            "INSERT INTO sessions (id, device_id, c_i, c_r, created) VALUES ",
+            5,
+            sessions.len(),
+        );
+        let mut q = sqlx::query(&sql);
+        let mut last = Vec::with_capacity(sessions.len());
+        for r in &sessions {
+            if let Append::Session {
+                id,
+                device_id,
+                c_i,
+                c_r,
+                created,
+            } = r
+            {
+                q = q
+                    .bind(id)
+                    .bind(device_id)
+                    .bind(c_i)
+                    .bind(c_r)
+                    .bind(*created);
+                last.push((device_id, *created));
+            }
+        }
+        q.execute(&mut *tx).await?;
+        for (device_id, t) in last {
+            sqlx::query("UPDATE devices SET last_auth = $1 WHERE id = $2")
+                .bind(t)
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    if !audits.is_empty() {
+        let sql = multi_insert(
+            "INSERT INTO audit (id, time, tenant_id, kind, subject, outcome, detail) VALUES ",
+            7,
+            audits.len(),
+        );
+        let mut q = sqlx::query(&sql);
+        for r in &audits {
+            if let Append::Audit {
+                id,
+                time,
+                tenant,
+                kind,
+                subject,
+                outcome,
+                detail,
+            } = r
+            {
+                q = q
+                    .bind(id)
+                    .bind(*time)
+                    .bind(tenant.clone())
+                    .bind(kind)
+                    .bind(subject)
+                    .bind(outcome)
+                    .bind(detail);
+            }
+        }
+        q.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `head` followed by `rows` tuples of `cols` numbered placeholders.
+fn multi_insert(head: &str, cols: usize, rows: usize) -> String {
+    let mut sql = String::from(head);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * cols + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// A device row.
@@ -174,7 +345,43 @@ impl Store {
             .connect(&url)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool, backend })
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(group_writer(pool.clone(), rx));
+        Ok(Store {
+            pool,
+            backend,
+            writer: Some(tx),
+            local_changes: Arc::new(AtomicU64::new(0)),
+            exchanges_stored: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Appends a row through the group-commit writer (directly when the
+    /// writer's runtime is gone); returns once it is committed.
+    async fn append(&self, row: Append) -> Result<(), StoreError> {
+        if let Some(w) = &self.writer {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            if w.send(Job {
+                row: row.clone(),
+                done,
+            })
+            .is_ok()
+            {
+                if let Ok(r) = rx.await {
+                    return r.map_err(StoreError::Append);
+                }
+            }
+        }
+        append_rows(&self.pool, std::slice::from_ref(&row)).await
+    }
+
+    /// How many revocation-relevant changes this process has made.
+    pub fn local_changes(&self) -> u64 {
+        self.local_changes.load(Ordering::SeqCst)
+    }
+
+    fn changed_here(&self) {
+        self.local_changes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Creates a tenant (idempotent by name); returns its id.
@@ -205,17 +412,16 @@ impl Store {
         outcome: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit (id, time, tenant_id, kind, subject, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(new_id())
-            .bind(now_nanos())
-            .bind(tenant.map(str::to_string))
-            .bind(kind)
-            .bind(subject)
-            .bind(outcome)
-            .bind(detail)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.append(Append::Audit {
+            id: new_id(),
+            time: now_nanos(),
+            tenant: tenant.map(str::to_string),
+            kind: kind.to_string(),
+            subject: subject.to_string(),
+            outcome: outcome.to_string(),
+            detail: detail.to_string(),
+        })
+        .await
     }
 
     /// The newest audit entries: (kind, subject, outcome, detail).
@@ -261,6 +467,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
+        self.changed_here();
         Ok(id)
     }
 
@@ -400,6 +607,7 @@ impl Store {
         }
         Self::bump_epoch_in(&mut *tx).await?;
         tx.commit().await?;
+        self.changed_here();
         Ok(n > 0)
     }
 
@@ -529,6 +737,7 @@ impl Store {
             .await?;
         Self::bump_epoch_in(&mut *tx).await?;
         tx.commit().await?;
+        self.changed_here();
         Ok(revoked)
     }
 
@@ -553,6 +762,7 @@ impl Store {
         }
         Self::bump_epoch_in(&mut *tx).await?;
         tx.commit().await?;
+        self.changed_here();
         Ok(n > 0)
     }
 
@@ -587,25 +797,40 @@ impl Store {
         cap: i64,
     ) -> Result<bool, StoreError> {
         let t = now();
-        sqlx::query("DELETE FROM exchanges WHERE expires < $1")
-            .bind(t)
-            .execute(&self.pool)
-            .await?;
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM exchanges")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?;
-        if n >= cap {
-            return Ok(false);
+        if self.exchanges_stored.fetch_add(1, Ordering::Relaxed) % 512 == 511 {
+            sqlx::query("DELETE FROM exchanges WHERE expires < $1")
+                .bind(t)
+                .execute(&self.pool)
+                .await?;
         }
-        sqlx::query("INSERT INTO exchanges (c_r, state, peer, expires) VALUES ($1, $2, $3, $4)")
+        // One statement in the common case: insert unless the cap of live
+        // exchanges is reached. Expired ones are purged only when the cap
+        // is hit, then the insert is tried once more.
+        for attempt in 0..2 {
+            let n = sqlx::query(
+                "INSERT INTO exchanges (c_r, state, peer, expires) SELECT $1, $2, $3, $4 \
+                 WHERE (SELECT COUNT(*) FROM exchanges WHERE expires >= $5) < $6",
+            )
             .bind(c_r)
             .bind(state.to_vec())
             .bind(peer)
             .bind(t + ttl)
+            .bind(t)
+            .bind(cap)
             .execute(&self.pool)
-            .await?;
-        Ok(true)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                return Ok(true);
+            }
+            if attempt == 0 {
+                sqlx::query("DELETE FROM exchanges WHERE expires < $1")
+                    .bind(t)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(false)
     }
 
     /// Takes a pending exchange (deleting it: message_3 is processed once).
@@ -633,7 +858,8 @@ impl Store {
             .try_get("n")?)
     }
 
-    /// Records a session and the device's last authentication.
+    /// Records a session and the device's last authentication (group
+    /// commit: durable when this returns).
     pub async fn insert_session(
         &self,
         device_id: &str,
@@ -641,22 +867,14 @@ impl Store {
         c_r: &str,
     ) -> Result<String, StoreError> {
         let id = new_id();
-        let t = now();
-        sqlx::query(
-            "INSERT INTO sessions (id, device_id, c_i, c_r, created) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&id)
-        .bind(device_id)
-        .bind(c_i)
-        .bind(c_r)
-        .bind(t)
-        .execute(&self.pool)
+        self.append(Append::Session {
+            id: id.clone(),
+            device_id: device_id.to_string(),
+            c_i: c_i.to_string(),
+            c_r: c_r.to_string(),
+            created: now(),
+        })
         .await?;
-        sqlx::query("UPDATE devices SET last_auth = $1 WHERE id = $2")
-            .bind(t)
-            .bind(device_id)
-            .execute(&self.pool)
-            .await?;
         Ok(id)
     }
 }

@@ -618,8 +618,29 @@ fn two_replicas_share_one_postgres() {
         .unwrap();
     rt.block_on(a.registry.store.set_device_status(&row.id, "revoked"))
         .unwrap();
-    refused_with(connect(driver(&w, 0), addr_b, quick()), "device revoked");
+    let revoked_at = std::time::Instant::now();
+    // A, where the revocation was made, refuses at once.
     refused_with(connect(driver(&w, 0), addr_a, quick()), "device revoked");
+    // B holds the device's verified chain in its cache; the revocation
+    // reaches it through the shared epoch within a second.
+    loop {
+        match connect(driver(&w, 0), addr_b, quick()) {
+            Err(ConnectError::Refused { detail, .. }) => {
+                assert!(detail.contains("device revoked"), "{detail}");
+                break;
+            }
+            Ok(_) => assert!(
+                revoked_at.elapsed() < Duration::from_secs(1),
+                "replica B still accepts a device revoked {:?} ago",
+                revoked_at.elapsed()
+            ),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(revoked_at.elapsed() < Duration::from_secs(1));
+    // The other device is unaffected at both.
+    connect(driver(&w, 1), addr_a, quick()).unwrap();
+    connect(driver(&w, 1), addr_b, quick()).unwrap();
 }
 
 /// Tenant A registered the family (and proved it holds its key). Tenant B
