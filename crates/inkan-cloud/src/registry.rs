@@ -125,6 +125,8 @@ struct Cache {
     verified: HashMap<String, (Authorized, SystemTime)>,
     /// The registered families, as last read.
     families: Option<Arc<Vec<FamilyRow>>>,
+    /// Each family's revocation list (certificate serials), as last read.
+    revoked: HashMap<String, Arc<std::collections::HashSet<String>>>,
 }
 
 /// The registry over a store, with a cache of verified chains dropped
@@ -302,7 +304,7 @@ impl Registry {
             return Err(RegistryError::ForeignFamily);
         }
         let family_id = family.map(|f| f.id);
-        let mut tx = self.store.pool.begin().await.map_err(StoreError::from)?;
+        let mut rows = Vec::with_capacity(m.entries.len());
         for e in &m.entries {
             let cert = IssuedCert::from_der(&e.certificate)
                 .map_err(|e| RegistryError::Malformed(e.to_string()))?;
@@ -312,25 +314,24 @@ impl Registry {
                     e.serial
                 )));
             }
-            let fp = fingerprint(&e.certificate);
-            Store::insert_device(
-                &mut *tx,
-                tenant_id,
-                &e.serial,
-                family_id.as_deref(),
-                &e.certificate,
-                &fp,
-                &e.public_key,
-                "manifest",
-            )
+            rows.push(crate::store::NewDevice {
+                serial: &e.serial,
+                certificate: &e.certificate,
+                fingerprint: fingerprint(&e.certificate),
+                public_key: &e.public_key,
+            });
+        }
+        let mut tx = self.store.pool.begin().await.map_err(StoreError::from)?;
+        Store::insert_devices(&mut tx, tenant_id, family_id.as_deref(), "manifest", &rows)
             .await
             .map_err(|err| match err {
                 StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                    RegistryError::Duplicate(format!("device {}", e.serial))
+                    RegistryError::Duplicate(
+                        "a device of this manifest is already registered".into(),
+                    )
                 }
                 other => RegistryError::Store(other),
             })?;
-        }
         tx.commit().await.map_err(StoreError::from)?;
         Ok((m.batch.clone(), m.entries.len()))
     }
@@ -422,6 +423,34 @@ impl Registry {
             .cloned()
     }
 
+    /// A family's revocation list (certificate serials), cached until the
+    /// next change.
+    async fn revoked_serials(
+        &self,
+        family_id: &str,
+    ) -> Result<Arc<std::collections::HashSet<String>>, RegistryError> {
+        if let Some(set) = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.revoked.get(family_id).cloned())
+        {
+            return Ok(set);
+        }
+        let set: Arc<std::collections::HashSet<String>> = Arc::new(
+            self.store
+                .revocations(family_id)
+                .await?
+                .into_iter()
+                .map(|r| r.cert_serial)
+                .collect(),
+        );
+        if let Ok(mut c) = self.cache.lock() {
+            c.revoked.insert(family_id.to_string(), set.clone());
+        }
+        Ok(set)
+    }
+
     /// Drops the caches when this process changed something or another
     /// replica's change shows in the shared epoch (read at most every
     /// [`EPOCH_POLL`]).
@@ -440,6 +469,7 @@ impl Registry {
             if c.epoch != epoch || c.local != local {
                 c.verified.clear();
                 c.families = None;
+                c.revoked.clear();
             }
             c.epoch = epoch;
             c.local = local;
@@ -487,7 +517,11 @@ impl Registry {
         // A device never seen before may already be on its family's
         // revocation list (an imported CRL).
         if let (None, Some(f)) = (&device, &family) {
-            if self.store.is_revoked(&f.id, &leaf.serial_hex()).await? {
+            if self
+                .revoked_serials(&f.id)
+                .await?
+                .contains(&leaf.serial_hex())
+            {
                 return Err(RegistryError::DeviceRevoked);
             }
         }

@@ -257,6 +257,19 @@ pub struct DeviceRow {
     pub enrolled_by: String,
 }
 
+/// A device to insert in bulk.
+#[derive(Clone, Debug)]
+pub struct NewDevice<'a> {
+    /// Chip serial.
+    pub serial: &'a str,
+    /// Certificate DER.
+    pub certificate: &'a [u8],
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// The public key (SEC1).
+    pub public_key: &'a [u8],
+}
+
 /// An entry of a family's revocation list.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RevocationRow {
@@ -537,6 +550,41 @@ impl Store {
             .fetch_one(&self.pool)
             .await?
             .try_get("n")?)
+    }
+
+    /// Inserts many devices of one tenant and family with multi-row
+    /// INSERTs of up to 100 rows (in the caller's transaction).
+    pub async fn insert_devices(
+        conn: &mut sqlx::AnyConnection,
+        tenant: &str,
+        family_id: Option<&str>,
+        enrolled_by: &str,
+        devices: &[NewDevice<'_>],
+    ) -> Result<(), StoreError> {
+        let t = now();
+        for chunk in devices.chunks(100) {
+            let sql = multi_insert(
+                "INSERT INTO devices (id, tenant_id, serial, family_id, certificate, fingerprint, public_key, status, enrolled_by, created) VALUES ",
+                10,
+                chunk.len(),
+            );
+            let mut q = sqlx::query(&sql);
+            for d in chunk {
+                q = q
+                    .bind(new_id())
+                    .bind(tenant)
+                    .bind(d.serial)
+                    .bind(family_id.map(str::to_string))
+                    .bind(d.certificate.to_vec())
+                    .bind(d.fingerprint.clone())
+                    .bind(d.public_key.to_vec())
+                    .bind("active")
+                    .bind(enrolled_by)
+                    .bind(t);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 
     /// Inserts a device.

@@ -41,7 +41,9 @@ pub enum Which {
 
 /// Options of `inkan bench auth`.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  inkan bench auth --devices 2000 --concurrency 32")]
+#[command(
+    after_help = "Examples:\n  inkan bench auth --devices 2000 --concurrency 32\n  inkan bench auth --devices 1000 --registered 1000,1000000   (registry-size scaling)"
+)]
 pub struct AuthArgs {
     /// Distinct emulated devices (each personalized, each authenticating).
     #[arg(long, default_value_t = 1000)]
@@ -52,6 +54,11 @@ pub struct AuthArgs {
     /// Manifest entries for the import figure.
     #[arg(long, default_value_t = 10_000)]
     manifest: usize,
+    /// Registry sizes to run at, comma-separated: devices registered in
+    /// the store besides those authenticating (filled with synthetic
+    /// devices of the same family). Default: just the authenticating ones.
+    #[arg(long, value_delimiter = ',')]
+    registered: Vec<usize>,
 }
 
 /// Runs a benchmark.
@@ -59,7 +66,9 @@ pub fn run(w: Which) -> Result<()> {
     match w {
         Which::Se { seconds, chips } => se(Duration::from_secs_f64(seconds), chips),
         Which::Factory { chips } => factory(chips),
-        Which::Auth(a) => crate::bench_auth::run(a.devices, a.concurrency, a.manifest),
+        Which::Auth(a) => {
+            crate::bench_auth::run(a.devices, a.concurrency, a.manifest, &a.registered)
+        }
     }
 }
 

@@ -40,8 +40,31 @@ fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// One measured round.
+struct Round {
+    registered: usize,
+    name: &'static str,
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    cpu: f64,
+}
+
 /// Runs the benchmark.
-pub fn run(devices: usize, concurrency: usize, manifest_entries: usize) -> Result<()> {
+pub fn run(
+    devices: usize,
+    concurrency: usize,
+    manifest_entries: usize,
+    registered: &[usize],
+) -> Result<()> {
+    let sizes: Vec<usize> = if registered.is_empty() {
+        vec![devices]
+    } else {
+        registered.to_vec()
+    };
+    if let Some(s) = sizes.iter().find(|s| **s < devices) {
+        bail!("--registered {s} is smaller than --devices {devices}");
+    }
     println!("inkan bench auth: {devices} distinct devices, {concurrency} at a time; inkan serve on SQLite in its own process");
     let dir = tempfile::tempdir()?;
     let secrets = Secrets {
@@ -85,11 +108,79 @@ pub fn run(devices: usize, concurrency: usize, manifest_entries: usize) -> Resul
         "  personalized {devices} chips in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-
-    // The cloud: register the family in the store, then start `inkan serve`.
-    let db = dir.path().join("cloud.db");
-    let db_s = db.to_string_lossy().to_string();
     let rt = tokio::runtime::Runtime::new()?;
+    let mut rows = Vec::new();
+    for (k, size) in sizes.iter().enumerate() {
+        let db = dir.path().join(format!("cloud-{k}.db"));
+        rows.extend(rounds(&f, &rt, &fleet, concurrency, &db, *size)?);
+        let _ = std::fs::remove_file(&db);
+    }
+
+    // Reference: the responder's own cryptography per handshake, with
+    // the same implementations it uses: an ephemeral key, ECDH, one
+    // ES256 signature, one ES256 verification.
+    let raw = raw_responder_crypto(2000)?;
+    println!();
+    println!(
+        "{:>10}  {:<44} {:>8} {:>8} {:>8} {:>14} {:>6}",
+        "registered", "", "auth/s", "p50 ms", "p99 ms", "server CPU/hs", "ratio"
+    );
+    println!(
+        "{:>10}  {:<44} {:>8} {:>8} {:>8} {:>11.3} ms {:>6}",
+        "",
+        "raw responder crypto (reference)",
+        "",
+        "",
+        "",
+        raw * 1000.0,
+        "1.00"
+    );
+    for r in &rows {
+        println!(
+            "{:>10}  {:<44} {:>8.0} {:>8.2} {:>8.2} {:>11.3} ms {:>6.2}",
+            r.registered,
+            r.name,
+            r.rate,
+            r.p50.as_secs_f64() * 1000.0,
+            r.p99.as_secs_f64() * 1000.0,
+            r.cpu * 1000.0,
+            r.cpu / raw
+        );
+    }
+    if let (Some(lo), Some(hi)) = (sizes.iter().min(), sizes.iter().max()) {
+        if lo != hi {
+            println!();
+            for name in [FIRST, RETURNING] {
+                let at = |n: usize| rows.iter().find(|r| r.registered == n && r.name == name);
+                if let (Some(a), Some(b)) = (at(*lo), at(*hi)) {
+                    println!(
+                        "{name}: CPU per handshake at {hi} registered / at {lo}: {:.2}; p50 latency {:.2}",
+                        b.cpu / a.cpu,
+                        b.p50.as_secs_f64() / a.p50.as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+    manifest_import(&f, &rt, manifest_entries, dir.path())
+}
+
+const FIRST: &str = "first contact (enrolment through the family)";
+const RETURNING: &str = "returning devices (verified-chain cache)";
+
+/// A fresh store with `registered` devices (the fleet's enrol on first
+/// contact; the rest are synthetic devices of the family), `inkan serve`
+/// on it, and the two rounds.
+fn rounds(
+    f: &Factory,
+    rt: &tokio::runtime::Runtime,
+    fleet: &[Arc<Mutex<Driver<InProcess>>>],
+    concurrency: usize,
+    db: &std::path::Path,
+    registered: usize,
+) -> Result<Vec<Round>> {
+    let db_s = db.to_string_lossy().to_string();
+    let filler = registered - fleet.len();
     rt.block_on(async {
         let store = inkan_cloud::Store::open(&db_s).await?;
         let reg = inkan_cloud::Registry::new(store);
@@ -100,8 +191,45 @@ pub fn run(devices: usize, concurrency: usize, manifest_entries: usize) -> Resul
             &*key,
             &inkan_cloud::registry::pop_challenge(&tenant, &fam.der),
         )?;
-        reg.register_family(&tenant, "bench", &fam.der, &proof)
+        let fam_id = reg
+            .register_family(&tenant, "bench", &fam.der, &proof)
             .await?;
+        if filler > 0 {
+            let t = Instant::now();
+            // Synthetic devices: unique serials and fingerprints, a
+            // certificate-sized blob (they never authenticate).
+            let blob = fam.der.clone();
+            let point = fam.public_point();
+            let mut tx = reg.store.pool.begin().await?;
+            let mut i = 0usize;
+            while i < filler {
+                let n = (filler - i).min(10_000);
+                let serials: Vec<String> = (i..i + n).map(|k| format!("F{k:017X}")).collect();
+                let rows: Vec<_> = serials
+                    .iter()
+                    .map(|s| inkan_cloud::store::NewDevice {
+                        serial: s,
+                        certificate: &blob,
+                        fingerprint: inkan_cloud::registry::fingerprint(s.as_bytes()),
+                        public_key: &point,
+                    })
+                    .collect();
+                inkan_cloud::Store::insert_devices(
+                    &mut tx,
+                    &tenant,
+                    Some(&fam_id),
+                    "manifest",
+                    &rows,
+                )
+                .await?;
+                i += n;
+            }
+            tx.commit().await?;
+            println!(
+                "  registry filled with {filler} synthetic devices in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
         anyhow::Ok(())
     })?;
     let port = {
@@ -124,25 +252,21 @@ pub fn run(devices: usize, concurrency: usize, manifest_entries: usize) -> Resul
         .spawn()?;
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     std::thread::sleep(Duration::from_millis(700));
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<Vec<Round>> {
         let rt_args = inkan_device::Retransmission {
             ack_timeout: Duration::from_secs(2),
             max_retransmit: 4,
         };
         let mut rows = Vec::new();
-        for round in [
-            "first contact (enrolment through the family)",
-            "returning devices (verified-chain cache)",
-        ] {
+        for name in [FIRST, RETURNING] {
             let cpu0 = cpu_seconds(server.id())?;
             let t = Instant::now();
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let lat = Arc::new(Mutex::new(Vec::with_capacity(devices)));
+            let lat = Arc::new(Mutex::new(Vec::with_capacity(fleet.len())));
             let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             std::thread::scope(|s| {
                 for _ in 0..concurrency {
-                    let (next, lat, failures, fleet) =
-                        (next.clone(), lat.clone(), failures.clone(), &fleet);
+                    let (next, lat, failures) = (next.clone(), lat.clone(), failures.clone());
                     s.spawn(move || loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if i >= fleet.len() {
@@ -169,50 +293,22 @@ pub fn run(devices: usize, concurrency: usize, manifest_entries: usize) -> Resul
             let n = l.len();
             let fails = failures.load(std::sync::atomic::Ordering::Relaxed);
             if fails > 0 {
-                bail!("{fails} handshakes failed in round {round}");
+                bail!("{fails} handshakes failed in round {name}");
             }
-            rows.push((
-                round,
-                n as f64 / wall,
-                percentile(&l, 500),
-                percentile(&l, 990),
-                cpu / n as f64,
-            ));
+            rows.push(Round {
+                registered,
+                name,
+                rate: n as f64 / wall,
+                p50: percentile(&l, 500),
+                p99: percentile(&l, 990),
+                cpu: cpu / n as f64,
+            });
         }
-
-        // Reference: the responder's own cryptography per handshake, with
-        // the same implementations it uses: an ephemeral key, ECDH, one
-        // ES256 signature, one ES256 verification.
-        let raw = raw_responder_crypto(2000)?;
-        println!();
-        println!(
-            "{:<48} {:>10} {:>9} {:>9} {:>14} {:>7}",
-            "", "auth/s", "p50 ms", "p99 ms", "server CPU/hs", "ratio"
-        );
-        println!(
-            "{:<48} {:>10} {:>9} {:>9} {:>11.3} ms {:>7}",
-            "raw responder crypto (reference)",
-            "",
-            "",
-            "",
-            raw * 1000.0,
-            "1.00"
-        );
-        for (round, rate, p50, p99, cpu) in &rows {
-            println!(
-                "{round:<48} {rate:>10.0} {:>9.2} {:>9.2} {:>11.3} ms {:>7.2}",
-                p50.as_secs_f64() * 1000.0,
-                p99.as_secs_f64() * 1000.0,
-                cpu * 1000.0,
-                cpu / raw
-            );
-        }
-        Ok(())
+        Ok(rows)
     })();
     let _ = server.kill();
     let _ = server.wait();
-    result?;
-    manifest_import(&f, &rt, manifest_entries, dir.path())
+    result
 }
 
 fn raw_responder_crypto(n: usize) -> Result<f64> {
@@ -293,25 +389,23 @@ fn manifest_import(
         let t = Instant::now();
         let count = reg.import_manifest(&tenant, &bytes, &root.der).await?;
         let import = count as f64 / t.elapsed().as_secs_f64();
-        // Reference: the same rows inserted raw, in one transaction, into a
-        // fresh store of the same kind.
+        // Reference: the same rows inserted raw, with the same multi-row
+        // statements in one transaction, into a fresh store of the same kind.
         let b = inkan_cloud::Store::open(&dir.join("raw.db").to_string_lossy()).await?;
         let tenant_b = b.ensure_tenant("bench").await?;
         let t = Instant::now();
+        let rows: Vec<_> = m
+            .entries
+            .iter()
+            .map(|e| inkan_cloud::store::NewDevice {
+                serial: &e.serial,
+                certificate: &e.certificate,
+                fingerprint: inkan_cloud::registry::fingerprint(&e.certificate),
+                public_key: &e.public_key,
+            })
+            .collect();
         let mut tx = b.pool.begin().await?;
-        for e in &m.entries {
-            inkan_cloud::Store::insert_device(
-                &mut *tx,
-                &tenant_b,
-                &e.serial,
-                None,
-                &e.certificate,
-                &inkan_cloud::registry::fingerprint(&e.certificate),
-                &e.public_key,
-                "manifest",
-            )
-            .await?;
-        }
+        inkan_cloud::Store::insert_devices(&mut tx, &tenant_b, None, "manifest", &rows).await?;
         tx.commit().await?;
         let raw = m.entries.len() as f64 / t.elapsed().as_secs_f64();
         anyhow::Ok((import, raw))
