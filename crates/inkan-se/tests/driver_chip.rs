@@ -506,3 +506,97 @@ fn chip_serves_rereads_from_the_first_byte() {
     // Another address is not acknowledged.
     assert!(bus.read(0x21, 5).is_err());
 }
+
+/// X25519 and Ed25519 are A120 features: the A110 refuses them; on the A120
+/// they reproduce RFC 8032 §7.1 test 1 and RFC 7748 §6.1 through the
+/// driver, refuse low-order points, and keep each key to its one use.
+#[test]
+fn x25519_and_ed25519_on_the_a120_only() {
+    let mut old = driver(Personality::A110);
+    assert_eq!(
+        status(
+            old.generate_key(1, Curve::Ed25519, 0, key_mode::SIGN_DIGEST)
+                .unwrap_err()
+        ),
+        Status::WRONG_KEY_TYPE
+    );
+    assert_eq!(
+        status(old.generate_ephemeral_key(Curve::X25519).unwrap_err()),
+        Status::WRONG_KEY_TYPE
+    );
+
+    let h = |s: &str| hex::decode(s).unwrap();
+    let mut chip = Chip::new(Personality::A120, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    chip.manufacture_key(
+        1,
+        Curve::Ed25519,
+        &h("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"),
+    )
+    .unwrap();
+    chip.manufacture_key(
+        2,
+        Curve::X25519,
+        &h("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"),
+    )
+    .unwrap();
+    let mut d = Driver::new(InProcess::new(chip)).unwrap();
+    assert_eq!(d.slot_curve(1).unwrap(), Curve::Ed25519);
+
+    // RFC 8032 §7.1 test 1: the empty message.
+    let sig = d.sign(1, b"").unwrap();
+    assert_eq!(
+        sig,
+        h("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
+    );
+    let ed_pub = h("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+    assert!(d.verify(Curve::Ed25519, &ed_pub, b"", &sig).unwrap());
+    let mut bad = sig.clone();
+    bad[40] ^= 1;
+    assert!(!d.verify(Curve::Ed25519, &ed_pub, b"", &bad).unwrap());
+    // A message longer than any digest is signed whole.
+    let msg = vec![0x5A; 300];
+    let sig = d.sign(1, &msg).unwrap();
+    assert!(d.verify(Curve::Ed25519, &ed_pub, &msg, &sig).unwrap());
+    assert!(!d.verify(Curve::Ed25519, &ed_pub, &msg[1..], &sig).unwrap());
+
+    // RFC 7748 §6.1: Alice's key in slot 2, Bob's public key.
+    let bob = h("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+    let shared = d.establish_key(2, Curve::X25519, &bob).unwrap();
+    assert_eq!(
+        *shared,
+        h("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")
+    );
+    // A low-order point would give the all-zero secret: refused.
+    assert_eq!(
+        status(d.establish_key(2, Curve::X25519, &[0u8; 32]).unwrap_err()),
+        Status::INVALID_PUBLIC_KEY
+    );
+    // Ephemeral X25519 in slot 0xFF agrees with the static key, once.
+    let alice_pub = h("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+    let eph = d.generate_ephemeral_key(Curve::X25519).unwrap();
+    assert_eq!(eph.len(), 32);
+    let s1 = d.establish_key(0xFF, Curve::X25519, &alice_pub).unwrap();
+    let s2 = d.establish_key(2, Curve::X25519, &eph).unwrap();
+    assert_eq!(*s1, *s2);
+    assert_eq!(
+        status(
+            d.establish_key(0xFF, Curve::X25519, &alice_pub)
+                .unwrap_err()
+        ),
+        Status::KEY_NOT_FOUND
+    );
+    // Each key keeps to its use.
+    assert_eq!(
+        status(d.sign(2, &[0u8; 32]).unwrap_err()),
+        Status::WRONG_KEY_USAGE
+    );
+    assert_eq!(
+        status(d.establish_key(1, Curve::Ed25519, &ed_pub).unwrap_err()),
+        Status::WRONG_KEY_USAGE
+    );
+    // The wrong length of key is caught by the driver before the bus.
+    assert!(matches!(
+        d.establish_key(2, Curve::X25519, &[4u8; 65]),
+        Err(DriverError::InvalidArgument(_))
+    ));
+}

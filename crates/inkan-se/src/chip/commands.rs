@@ -593,7 +593,8 @@ impl Chip {
         if !mode::can_sign(s.mode) {
             return Err(Status::WRONG_KEY_USAGE);
         }
-        if !keys::digest_len_ok(digest.len()) {
+        // ECDSA keys sign a host digest; Ed25519 keys sign the message.
+        if !key.signs_messages() && !keys::digest_len_ok(digest.len()) {
             return Err(Status::INCONSISTENT_COMMAND_DATA);
         }
         if s.usage_limit != 0 && s.used >= s.usage_limit {
@@ -617,9 +618,16 @@ impl Chip {
         }
         let point = decode_public_key(curve, r)?;
         let sig = decode_signature(curve, r)?;
+        if curve == Curve::Ed25519 {
+            // The EdDSA variant: 0, pure Ed25519 (RFC 8032), is the one
+            // this chip implements.
+            if r.u8()? != 0 {
+                return Err(Status::VALUE_OUT_OF_RANGE);
+            }
+        }
         let digest = r.take_len_prefixed()?;
         r.finish()?;
-        if !keys::digest_len_ok(digest.len()) {
+        if curve != Curve::Ed25519 && !keys::digest_len_ok(digest.len()) {
             return Err(Status::INCONSISTENT_COMMAND_DATA);
         }
         let valid = keys::verify_digest(curve, &point, digest, &sig)?;

@@ -15,6 +15,10 @@ pub enum PrivateKey {
     P256(p256::ecdsa::SigningKey),
     /// NIST P-384.
     P384(p384::ecdsa::SigningKey),
+    /// Ed25519 (A120): signs whole messages (pure EdDSA, RFC 8032).
+    Ed25519(ed25519_dalek::SigningKey),
+    /// X25519 (A120): key establishment only.
+    X25519(x25519_dalek::StaticSecret),
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -33,6 +37,12 @@ impl PrivateKey {
             Curve::P384 => Ok(PrivateKey::P384(p384::ecdsa::SigningKey::random(
                 &mut OsRng,
             ))),
+            Curve::Ed25519 => Ok(PrivateKey::Ed25519(ed25519_dalek::SigningKey::generate(
+                &mut OsRng,
+            ))),
+            Curve::X25519 => Ok(PrivateKey::X25519(
+                x25519_dalek::StaticSecret::random_from_rng(OsRng),
+            )),
             _ => Err(Status::WRONG_KEY_TYPE),
         }
     }
@@ -46,6 +56,12 @@ impl PrivateKey {
             Curve::P384 => p384::ecdsa::SigningKey::from_slice(scalar)
                 .map(PrivateKey::P384)
                 .map_err(|_| Status::INVALID_PRIVATE_KEY),
+            Curve::Ed25519 => <[u8; 32]>::try_from(scalar)
+                .map(|seed| PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed)))
+                .map_err(|_| Status::INVALID_PRIVATE_KEY),
+            Curve::X25519 => <[u8; 32]>::try_from(scalar)
+                .map(|k| PrivateKey::X25519(x25519_dalek::StaticSecret::from(k)))
+                .map_err(|_| Status::INVALID_PRIVATE_KEY),
             _ => Err(Status::WRONG_KEY_TYPE),
         }
     }
@@ -55,6 +71,8 @@ impl PrivateKey {
         match self {
             PrivateKey::P256(k) => Zeroizing::new(k.to_bytes().to_vec()),
             PrivateKey::P384(k) => Zeroizing::new(k.to_bytes().to_vec()),
+            PrivateKey::Ed25519(k) => Zeroizing::new(k.to_bytes().to_vec()),
+            PrivateKey::X25519(k) => Zeroizing::new(k.to_bytes().to_vec()),
         }
     }
 
@@ -63,10 +81,13 @@ impl PrivateKey {
         match self {
             PrivateKey::P256(_) => Curve::P256,
             PrivateKey::P384(_) => Curve::P384,
+            PrivateKey::Ed25519(_) => Curve::Ed25519,
+            PrivateKey::X25519(_) => Curve::X25519,
         }
     }
 
-    /// The public key as a SEC1 uncompressed point.
+    /// The public key: a SEC1 uncompressed point, or the raw 32 bytes for
+    /// Ed25519 and X25519.
     pub fn public_point(&self) -> Vec<u8> {
         match self {
             PrivateKey::P256(k) => k
@@ -79,7 +100,14 @@ impl PrivateKey {
                 .to_encoded_point(false)
                 .as_bytes()
                 .to_vec(),
+            PrivateKey::Ed25519(k) => k.verifying_key().to_bytes().to_vec(),
+            PrivateKey::X25519(k) => x25519_dalek::PublicKey::from(k).as_bytes().to_vec(),
         }
+    }
+
+    /// Whether the key signs whole messages (EdDSA) rather than digests.
+    pub fn signs_messages(&self) -> bool {
+        matches!(self, PrivateKey::Ed25519(_))
     }
 
     /// ECDSA over a digest computed by the host (hedged: RFC 6979 nonce mixed
@@ -98,6 +126,12 @@ impl PrivateKey {
                     .map_err(|_| Status::INCONSISTENT_COMMAND_DATA)?;
                 Ok(sig.to_bytes().to_vec())
             }
+            // Ed25519 signs the message itself (the chip's "message" field).
+            PrivateKey::Ed25519(k) => {
+                use ed25519_dalek::Signer;
+                Ok(k.sign(digest).to_bytes().to_vec())
+            }
+            PrivateKey::X25519(_) => Err(Status::WRONG_KEY_USAGE),
         }
     }
 
@@ -118,6 +152,17 @@ impl PrivateKey {
                 let s = p384::ecdh::diffie_hellman(k.as_nonzero_scalar(), pk.as_affine());
                 Ok(Zeroizing::new(s.raw_secret_bytes().to_vec()))
             }
+            PrivateKey::X25519(k) => {
+                let peer = <[u8; 32]>::try_from(peer).map_err(|_| Status::INVALID_PUBLIC_KEY)?;
+                let s = k.diffie_hellman(&x25519_dalek::PublicKey::from(peer));
+                // A low-order peer point yields the all-zero secret (RFC
+                // 7748 §6.1): refused like an invalid point.
+                if !s.was_contributory() {
+                    return Err(Status::INVALID_PUBLIC_KEY);
+                }
+                Ok(Zeroizing::new(s.as_bytes().to_vec()))
+            }
+            PrivateKey::Ed25519(_) => Err(Status::WRONG_KEY_USAGE),
         }
     }
 }
@@ -148,6 +193,17 @@ pub fn verify_digest(
                 return Ok(false);
             };
             Ok(vk.verify_prehash(digest, &sig).is_ok())
+        }
+        // Pure Ed25519 over the message, with the strict checks (canonical
+        // S, no small-order key or R).
+        Curve::Ed25519 => {
+            let key = <[u8; 32]>::try_from(point).map_err(|_| Status::INVALID_PUBLIC_KEY)?;
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(&key)
+                .map_err(|_| Status::INVALID_PUBLIC_KEY)?;
+            let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+                return Ok(false);
+            };
+            Ok(vk.verify_strict(digest, &sig).is_ok())
         }
         _ => Err(Status::WRONG_KEY_TYPE),
     }

@@ -316,7 +316,12 @@ impl Nvm {
 
     /// Curves a personality can generate keys on.
     pub fn supports_curve(&self, c: Curve) -> bool {
-        matches!(c, Curve::P256 | Curve::P384)
+        match c {
+            Curve::P256 | Curve::P384 => true,
+            // X25519 and Ed25519 are A120 features.
+            Curve::X25519 | Curve::Ed25519 => self.personality == Personality::A120,
+            _ => false,
+        }
     }
 }
 

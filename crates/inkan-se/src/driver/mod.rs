@@ -743,11 +743,11 @@ impl<T: Transport> Driver<T> {
         signature: &[u8],
     ) -> Result<bool, DriverError> {
         let n = curve.coordinate_len();
-        if public.len() != 1 + 2 * n || public[0] != 0x04 || signature.len() != 2 * n {
+        check_public(curve, public)?;
+        if signature.len() != 2 * n {
             return Err(DriverError::InvalidArgument(format!(
-                "{} needs a {}-byte uncompressed point and a {}-byte r||s signature",
+                "{} needs a {}-byte r||s signature",
                 curve.name(),
-                1 + 2 * n,
                 2 * n
             )));
         }
@@ -755,6 +755,10 @@ impl<T: Transport> Driver<T> {
         curve.encode(&mut p);
         encode_public_key(curve, public, &mut p);
         encode_signature(signature, &mut p);
+        if curve == Curve::Ed25519 {
+            // EdDSA variant 0: pure Ed25519; `digest` is the message.
+            p.push(0);
+        }
         put_len(&mut p, digest.len());
         p.extend_from_slice(digest);
         let d = self.cmd(CommandCode::VERIFY_SIGNATURE, &p)?;
@@ -776,14 +780,7 @@ impl<T: Transport> Driver<T> {
         curve: Curve,
         peer: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, DriverError> {
-        let n = curve.coordinate_len();
-        if peer.len() != 1 + 2 * n || peer[0] != 0x04 {
-            return Err(DriverError::InvalidArgument(format!(
-                "{} needs a {}-byte uncompressed point",
-                curve.name(),
-                1 + 2 * n
-            )));
-        }
+        check_public(curve, peer)?;
         let mut p = vec![slot];
         encode_public_key(curve, peer, &mut p);
         let d = Zeroizing::new(self.cmd(CommandCode::ESTABLISH_KEY, &p)?);
@@ -916,5 +913,30 @@ impl<T: Transport> Driver<T> {
     /// and tests of the chip's input handling).
     pub fn raw_exchange(&mut self, frame: &[u8]) -> Result<ResponseFrame, DriverError> {
         self.exchange(frame, false)
+    }
+}
+
+/// A public key must be a SEC1 uncompressed point on Weierstrass curves and
+/// the raw 32 bytes on X25519/Ed25519.
+fn check_public(curve: Curve, public: &[u8]) -> Result<(), DriverError> {
+    let n = curve.coordinate_len();
+    let ok = if curve.is_weierstrass() {
+        public.len() == 1 + 2 * n && public[0] == 0x04
+    } else {
+        public.len() == n
+    };
+    if ok {
+        Ok(())
+    } else if curve.is_weierstrass() {
+        Err(DriverError::InvalidArgument(format!(
+            "{} needs a {}-byte uncompressed point",
+            curve.name(),
+            1 + 2 * n
+        )))
+    } else {
+        Err(DriverError::InvalidArgument(format!(
+            "{} needs a {n}-byte public key",
+            curve.name()
+        )))
     }
 }
