@@ -62,25 +62,76 @@ impl Default for Limits {
     }
 }
 
-/// The cloud's EDHOC identity: its key (pinned in every device) and the
-/// certificate it presents.
-pub struct CloudIdentity {
+/// One suite's credential: the signing key and the certificate presented.
+struct SuiteIdentity {
     signer: Mutex<SoftwareSigner>,
     cred: Credential,
     id_cred: IdCred,
 }
 
+/// The cloud's EDHOC identity: its P-256 key (pinned in every device) and
+/// the certificate it presents in suite 2; for suite 0, an Ed25519 key
+/// whose certificate the pinned key signed (devices check that signature).
+pub struct CloudIdentity {
+    p256: SuiteIdentity,
+    ed25519: Option<SuiteIdentity>,
+}
+
 impl CloudIdentity {
     /// An identity from the P-256 scalar of the cloud authentication key
-    /// and a certificate for it.
+    /// and a certificate for it. When that certificate is a CA, a fresh
+    /// Ed25519 key is certified under it and suite 0 is offered too.
     pub fn new(scalar: &[u8], certificate_der: &[u8]) -> Result<CloudIdentity, EdhocError> {
         let signer = SoftwareSigner::from_bytes(Suite::P256Es256, scalar)?;
         let cred = Credential::x509(certificate_der, signer.public_key());
+        let ed25519 = Self::ed25519_under(scalar, certificate_der);
         Ok(CloudIdentity {
-            signer: Mutex::new(signer),
-            cred,
-            id_cred: IdCred::x5chain(&[certificate_der.to_vec()]),
+            p256: SuiteIdentity {
+                signer: Mutex::new(signer),
+                cred,
+                id_cred: IdCred::x5chain(&[certificate_der.to_vec()]),
+            },
+            ed25519,
         })
+    }
+
+    /// A fresh Ed25519 key and its certificate, issued by the cloud key.
+    fn ed25519_under(scalar: &[u8], certificate_der: &[u8]) -> Option<SuiteIdentity> {
+        let ca_key = p256::ecdsa::SigningKey::from_slice(scalar).ok()?;
+        let ca_key = inkan_pki::SoftwareKey::P256(ca_key);
+        let ca = inkan_pki::IssuedCert::from_der(certificate_der).ok()?;
+        ca.require_ca().ok()?;
+        let signer = SoftwareSigner::generate(Suite::X25519EdDsa);
+        let cert = inkan_pki::cert::issue_signer(
+            &ca_key,
+            &ca,
+            &signer.public_key(),
+            "inkan cloud",
+            "inkan cloud authentication (Ed25519)",
+            &inkan_pki::CertPolicy::default(),
+        )
+        .ok()?;
+        Some(SuiteIdentity {
+            cred: Credential::x509(&cert.der, signer.public_key()),
+            signer: Mutex::new(signer),
+            id_cred: IdCred::x5chain(&[cert.der]),
+        })
+    }
+
+    /// The suites offered, most preferred first.
+    pub fn suites(&self) -> Vec<Suite> {
+        let mut v = vec![Suite::P256Es256];
+        if self.ed25519.is_some() {
+            v.push(Suite::X25519EdDsa);
+        }
+        v
+    }
+
+    fn for_suite(&self, suite: Suite) -> Option<&SuiteIdentity> {
+        match suite {
+            Suite::P256Es256 => Some(&self.p256),
+            Suite::X25519EdDsa => self.ed25519.as_ref(),
+        }
     }
 }
 
@@ -120,8 +171,16 @@ impl AuthService {
     /// Handles message_1; returns message_2. Errors carry the EDHOC error
     /// message to send.
     pub async fn message_1(&self, m1: &[u8], peer: &str) -> Result<Vec<u8>, (AuthError, Vec<u8>)> {
-        let supported = [Suite::P256Es256];
+        let supported = self.identity.suites();
         let r1 = Responder::process_message_1(m1, &supported).map_err(|e| {
+            let msg = Responder::error_for(&e, &supported);
+            (AuthError::Edhoc(e), msg)
+        })?;
+        let suite = r1.suite;
+        let id = self.identity.for_suite(suite).ok_or_else(|| {
+            let e = EdhocError::UnsupportedSuite {
+                selected: suite.id(),
+            };
             let msg = Responder::error_for(&e, &supported);
             (AuthError::Edhoc(e), msg)
         })?;
@@ -129,7 +188,7 @@ impl AuthService {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut c_r);
         let c_r = ConnId(c_r.to_vec());
         let made = {
-            let mut signer = self.identity.signer.lock().map_err(|_| {
+            let mut signer = id.signer.lock().map_err(|_| {
                 let e = EdhocError::Key("cloud signer lock poisoned".into());
                 let msg = Responder::error_for(&e, &supported);
                 (AuthError::Edhoc(e), msg)
@@ -137,10 +196,10 @@ impl AuthService {
             let signer: &mut dyn SignatureKey = &mut *signer;
             r1.prepare_message_2(
                 c_r.clone(),
-                &self.identity.id_cred,
-                &self.identity.cred,
+                &id.id_cred,
+                &id.cred,
                 &[],
-                Box::new(SoftwareEphemeral::generate(Suite::P256Es256)),
+                Box::new(SoftwareEphemeral::generate(suite)),
                 signer,
             )
         };

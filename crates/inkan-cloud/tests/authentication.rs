@@ -33,6 +33,11 @@ struct World {
 }
 
 fn world(families: &[&str], per_family: usize) -> World {
+    world_with(families, per_family, false)
+}
+
+/// A world whose families have Ed25519 device keys when `ed25519`.
+fn world_with(families: &[&str], per_family: usize, ed25519: bool) -> World {
     let dir = tempfile::tempdir().unwrap();
     let secrets = Secrets {
         passphrase: Some(zeroize::Zeroizing::new(b"pw".to_vec())),
@@ -53,7 +58,8 @@ fn world(families: &[&str], per_family: usize) -> World {
     let mut chips = Vec::new();
     let mut dsec = Vec::new();
     for fam in families {
-        f.create_family(fam, KeyCurve::P256, true).unwrap();
+        f.create_family_with(fam, KeyCurve::P256, true, ed25519)
+            .unwrap();
         let cfg = BatchConfig {
             family: fam.to_string(),
             count: per_family,
@@ -500,6 +506,7 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
 }
 
 on_both_stores!(
+    suite_0_devices_use_x25519_and_ed25519_in_the_chip,
     revocations_reach_the_family_list_and_crls_revoke_unseen_devices,
     a_family_of_tenant_a_cannot_be_claimed_by_tenant_b,
     expired_not_yet_valid_and_wrong_eku_certificates_are_refused,
@@ -947,4 +954,89 @@ fn revocations_reach_the_family_list_and_crls_revoke_unseen_devices(db: Db) {
     assert!(audit
         .iter()
         .any(|(k, _, o, d)| k == "import-crl" && o == "refused" && d.contains("stale")));
+}
+
+/// EDHOC suite 0 through the A120's X25519 and Ed25519 keys: the device of
+/// an Ed25519 family authenticates once the cloud knows its certificate
+/// (manifest), names it by x5t, and checks the cloud's Ed25519 certificate
+/// against the pinned P-256 key; an impostor cloud and an unknown device
+/// are refused; an A110 cannot join such a family.
+fn suite_0_devices_use_x25519_and_ed25519_in_the_chip(db: Db) {
+    let w = world_with(&["lamp"], 2, true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    {
+        let d = driver(&w, 0);
+        let mut d = d.lock().unwrap();
+        assert_eq!(d.slot_curve(0).unwrap(), inkan_se::Curve::Ed25519);
+    }
+    assert!(leaf_of(&w, 0).is_ed25519());
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
+    let reg = &auth.registry;
+    let tenant = rt.block_on(reg.store.ensure_tenant("acme")).unwrap();
+    rt.block_on(register_family(&w, reg, &tenant, "lamp"));
+    let addr = start_server(&rt, auth.clone());
+
+    // Registered as a family only: the cloud cannot resolve the x5t.
+    refused_with(
+        connect(driver(&w, 0), addr, quick()),
+        "x5t names no known device",
+    );
+    // The batch manifest makes the certificates known.
+    let p = Personalizer::open(
+        &w.factory,
+        "lamp",
+        "lamp-1",
+        &BatchConfig {
+            family: "lamp".into(),
+            count: 2,
+            personality: Personality::A120,
+        },
+    )
+    .unwrap();
+    let manifest = std::fs::read(p.finish().unwrap().manifest).unwrap();
+    let root = w.factory.root().unwrap();
+    assert_eq!(
+        rt.block_on(reg.import_manifest(&tenant, &manifest, &root.der))
+            .unwrap(),
+        2
+    );
+    for i in 0..2 {
+        let c = connect(driver(&w, i), addr, quick()).unwrap();
+        assert_eq!(c.session.prk_out().len(), 32);
+    }
+    // (connect checked message_4: both ends hold the same session keys.)
+    let audit = rt.block_on(reg.store.audit_tail(50)).unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|(k, _, o, _)| k == "authenticate" && o == "ok")
+            .count(),
+        2
+    );
+
+    // A cloud with another key: its Ed25519 certificate is not signed by
+    // the pinned key, and the device refuses it.
+    let dir2 = tempfile::tempdir().unwrap();
+    let impostor = SoftwareKey::generate(KeyCurve::P256);
+    let fake = rt.block_on(cloud(db, dir2.path(), &impostor, Limits::default()));
+    let fake_addr = start_server(&rt, fake);
+    assert!(matches!(
+        connect(driver(&w, 0), fake_addr, quick()),
+        Err(ConnectError::CloudKeyMismatch)
+    ));
+
+    // An A110 has no Ed25519 keys: it cannot join the family.
+    let cfg = BatchConfig {
+        family: "lamp".into(),
+        count: 1,
+        personality: Personality::A110,
+    };
+    let mut p = Personalizer::open(&w.factory, "lamp", "lamp-old", &cfg).unwrap();
+    let path = p.emulated_chips(1, Personality::A110).unwrap().remove(0);
+    let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
+    assert!(matches!(
+        p.personalize(&mut d, Some(&path)),
+        Err(inkan_factory::FactoryError::ChipLacksKey { key: "Ed25519", .. })
+    ));
 }

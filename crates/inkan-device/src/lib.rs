@@ -6,7 +6,7 @@
 //! read from the chip's zones.
 
 use inkan_proto::edhoc::crypto::{p256_point_from_x, EphemeralKey, SignatureKey};
-use inkan_proto::edhoc::EdhocError;
+use inkan_proto::edhoc::{EdhocError, Suite};
 use inkan_se::transport::Transport;
 use inkan_se::{Curve, Driver};
 use sha2::Digest;
@@ -27,72 +27,115 @@ fn key_err(e: impl std::fmt::Display) -> EdhocError {
     EdhocError::Key(format!("secure element: {e}"))
 }
 
-/// The EDHOC ephemeral key (suite 2), generated in the chip's ephemeral
-/// slot; the chip erases it after its one ECDH.
+/// The chip curve of a suite's ephemeral key.
+fn ephemeral_curve(suite: Suite) -> Curve {
+    match suite {
+        Suite::P256Es256 => Curve::P256,
+        Suite::X25519EdDsa => Curve::X25519,
+    }
+}
+
+/// The EDHOC ephemeral key (P-256 for suite 2, X25519 for suite 0),
+/// generated in the chip's ephemeral slot; the chip erases it after its one
+/// key establishment.
 pub struct SeEphemeral<T: Transport> {
     driver: SharedDriver<T>,
-    x: Vec<u8>,
+    suite: Suite,
+    public: Vec<u8>,
 }
 
 impl<T: Transport + 'static> SeEphemeral<T> {
-    /// Has the chip generate the key; only the public key leaves it.
+    /// Has the chip generate a suite-2 key; only the public key leaves it.
     pub fn generate(driver: SharedDriver<T>) -> Result<Self, EdhocError> {
+        Self::generate_for(driver, Suite::P256Es256)
+    }
+
+    /// Has the chip generate the ephemeral key of `suite`.
+    pub fn generate_for(driver: SharedDriver<T>, suite: Suite) -> Result<Self, EdhocError> {
         let point = {
             let mut d = driver.lock().map_err(|_| key_err("driver lock poisoned"))?;
-            d.generate_ephemeral_key(Curve::P256).map_err(key_err)?
+            d.generate_ephemeral_key(ephemeral_curve(suite))
+                .map_err(key_err)?
         };
-        let x = point
-            .get(1..33)
-            .ok_or_else(|| key_err("short public key"))?
-            .to_vec();
-        Ok(SeEphemeral { driver, x })
+        // EDHOC carries the x-coordinate of a P-256 key, the whole X25519 key.
+        let public = match suite {
+            Suite::P256Es256 => point.get(1..33),
+            Suite::X25519EdDsa => point.get(..32),
+        }
+        .ok_or_else(|| key_err("short public key"))?
+        .to_vec();
+        Ok(SeEphemeral {
+            driver,
+            suite,
+            public,
+        })
     }
 }
 
 impl<T: Transport + 'static> EphemeralKey for SeEphemeral<T> {
     fn public(&self) -> Vec<u8> {
-        self.x.clone()
+        self.public.clone()
     }
 
     fn agree(self: Box<Self>, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, EdhocError> {
-        let point = p256_point_from_x(peer).ok_or(EdhocError::InvalidEphemeralKey)?;
+        let point = match self.suite {
+            Suite::P256Es256 => p256_point_from_x(peer).ok_or(EdhocError::InvalidEphemeralKey)?,
+            Suite::X25519EdDsa if peer.len() == 32 => peer.to_vec(),
+            Suite::X25519EdDsa => return Err(EdhocError::InvalidEphemeralKey),
+        };
         let mut d = self
             .driver
             .lock()
             .map_err(|_| key_err("driver lock poisoned"))?;
-        d.establish_key(inkan_se::driver::EPHEMERAL_SLOT, Curve::P256, &point)
-            .map_err(|e| {
-                if e.status() == Some(inkan_se::Status::INVALID_PUBLIC_KEY) {
-                    EdhocError::InvalidEphemeralKey
-                } else {
-                    key_err(e)
-                }
-            })
+        d.establish_key(
+            inkan_se::driver::EPHEMERAL_SLOT,
+            ephemeral_curve(self.suite),
+            &point,
+        )
+        .map_err(|e| {
+            if e.status() == Some(inkan_se::Status::INVALID_PUBLIC_KEY) {
+                EdhocError::InvalidEphemeralKey
+            } else {
+                key_err(e)
+            }
+        })
     }
 }
 
-/// The device key in slot 0, signing ES256: SHA-256 of the Sig_structure on
-/// the host, ECDSA in the chip.
+/// The device key in slot 0. Suite 2 (ES256): SHA-256 of the Sig_structure
+/// on the host, ECDSA in the chip. Suite 0 (EdDSA): the chip signs the
+/// Sig_structure itself, as pure Ed25519 requires.
 pub struct SeSigner<T: Transport> {
     driver: SharedDriver<T>,
+    suite: Suite,
 }
 
 impl<T: Transport> SeSigner<T> {
-    /// A signer over the chip's device key.
+    /// A suite-2 signer over the chip's device key.
     pub fn new(driver: SharedDriver<T>) -> Self {
-        SeSigner { driver }
+        Self::for_suite(driver, Suite::P256Es256)
+    }
+
+    /// A signer over the chip's device key for `suite`.
+    pub fn for_suite(driver: SharedDriver<T>, suite: Suite) -> Self {
+        SeSigner { driver, suite }
     }
 }
 
 impl<T: Transport> SignatureKey for SeSigner<T> {
     fn sign(&mut self, msg: &[u8]) -> Result<Vec<u8>, EdhocError> {
-        let digest = sha2::Sha256::digest(msg);
         let mut d = self
             .driver
             .lock()
             .map_err(|_| key_err("driver lock poisoned"))?;
-        d.sign_with_curve(DEVICE_KEY_SLOT, Curve::P256, &digest)
-            .map_err(key_err)
+        match self.suite {
+            Suite::P256Es256 => {
+                let digest = sha2::Sha256::digest(msg);
+                d.sign_with_curve(DEVICE_KEY_SLOT, Curve::P256, &digest)
+            }
+            Suite::X25519EdDsa => d.sign_with_curve(DEVICE_KEY_SLOT, Curve::Ed25519, msg),
+        }
+        .map_err(key_err)
     }
 }
 
@@ -261,6 +304,26 @@ fn refused(rsp: &inkan_proto::coap::Response) -> ConnectError {
     }
 }
 
+/// The cloud's key from its certificate, accepted only if it is the pinned
+/// key (suite 2), or an Ed25519 key whose certificate the pinned key signed
+/// and which is within its validity (suite 0).
+fn cloud_key(cert_der: &[u8], pinned: &[u8], suite: Suite) -> Result<Vec<u8>, ConnectError> {
+    let cert = inkan_pki::cert::IssuedCert::from_der(cert_der)
+        .map_err(|_| ConnectError::CloudKeyMismatch)?;
+    let point = cert.public_point();
+    match suite {
+        Suite::P256Es256 if point == pinned => Ok(point),
+        Suite::X25519EdDsa
+            if cert.is_ed25519()
+                && inkan_pki::cert::verify_signed_by_key(&cert, pinned).is_ok()
+                && cert.require_valid_at(std::time::SystemTime::now()).is_ok() =>
+        {
+            Ok(point)
+        }
+        _ => Err(ConnectError::CloudKeyMismatch),
+    }
+}
+
 /// Authenticates to the cloud with EDHOC over CoAP: every private-key
 /// operation in the chip, the cloud checked against the key pinned in the
 /// chip, the device identified by the certificate in zone 0.
@@ -301,13 +364,20 @@ pub fn connect<T: Transport + 'static>(
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut ids);
     let mid = u16::from_be_bytes([ids[4], ids[5]]);
 
-    let eph = SeEphemeral::generate(driver.clone())?;
-    let (i, m1) = Initiator::start(
-        Suite::P256Es256,
-        ConnId(ids[..4].to_vec()),
-        &[],
-        Box::new(eph),
-    );
+    // The suite follows the device key: Ed25519 → suite 0, P-256 → suite 2.
+    let own = inkan_pki::cert::IssuedCert::from_der(&identity.certificate).map_err(|_| {
+        DeviceError::Zone {
+            zone: CERT_ZONE,
+            reason: "not an X.509 certificate",
+        }
+    })?;
+    let suite = if own.is_ed25519() {
+        Suite::X25519EdDsa
+    } else {
+        Suite::P256Es256
+    };
+    let eph = SeEphemeral::generate_for(driver.clone(), suite)?;
+    let (i, m1) = Initiator::start(suite, ConnId(ids[..4].to_vec()), &[], Box::new(eph));
     let c_i = i.c_i().clone();
     let rsp = coap_exchange(&udp, mid, inkan_proto::coap::message_1_payload(&m1), rt)?;
     if !rsp.success {
@@ -318,19 +388,21 @@ pub fn connect<T: Transport + 'static>(
         IdCredKind::X5chain(c) => c.into_iter().next().ok_or(ConnectError::CloudKeyMismatch)?,
         _ => return Err(ConnectError::CloudKeyMismatch),
     };
-    let cloud_point = inkan_pki::cert::IssuedCert::from_der(&cloud_cert)
-        .map_err(|_| ConnectError::CloudKeyMismatch)?
-        .public_point();
-    if cloud_point != pinned {
-        return Err(ConnectError::CloudKeyMismatch);
-    }
+    let cloud_point = cloud_key(&cloud_cert, &pinned, suite)?;
     let v = p2.verify(&Credential::x509(&cloud_cert, cloud_point))?;
-    let id_cred_i = IdCred::x5chain(std::slice::from_ref(&identity.certificate));
+    // Suite 0 names the device's certificate by hash: pure Ed25519 signs
+    // the whole Sig_structure in the chip, and an x5chain would put the
+    // certificate in it twice, past the A120's 752-byte frame. The cloud
+    // knows the certificate (manifest import or single registration).
+    let id_cred_i = match suite {
+        Suite::X25519EdDsa => IdCred::x5t(&identity.certificate),
+        Suite::P256Es256 => IdCred::x5chain(std::slice::from_ref(&identity.certificate)),
+    };
     let (done, m3) = v.prepare_message_3(
         &id_cred_i,
         &inkan_proto::cbor::bstr_vec(&identity.certificate),
         &[],
-        &mut SeSigner::new(driver.clone()),
+        &mut SeSigner::for_suite(driver.clone(), suite),
     )?;
     let c_r = done.c_r.clone();
     let rsp = coap_exchange(

@@ -15,6 +15,16 @@ pub use personalize::{BatchReport, ChipOutcome, Personalizer, StepTimes};
 /// A factory failure. Every variant names the thing at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum FactoryError {
+    /// The chip cannot hold the family's kind of device key.
+    #[error("chip {serial}: a {personality:?} has no {key} keys (the family needs them)")]
+    ChipLacksKey {
+        /// The chip serial.
+        serial: String,
+        /// Its personality.
+        personality: inkan_se::Personality,
+        /// The key kind.
+        key: &'static str,
+    },
     /// Reading or writing a factory file failed.
     #[error("{path}: {source}")]
     Io {
@@ -145,6 +155,10 @@ pub struct FamilyConfig {
     pub curve: KeyCurve,
     /// Whether device keys also do ECDH (keyAgreement in the certificate).
     pub key_agreement: bool,
+    /// Device keys are Ed25519 (EDHOC suite 0; A120 chips only); the
+    /// family CA still signs with `curve`.
+    #[serde(default)]
+    pub ed25519: bool,
     /// The last CRL number issued.
     pub crl_number: u64,
     /// Revoked certificate serials (hex) and when.
@@ -486,6 +500,18 @@ impl Factory {
         curve: KeyCurve,
         key_agreement: bool,
     ) -> Result<IssuedCert, FactoryError> {
+        self.create_family_with(name, curve, key_agreement, false)
+    }
+
+    /// Creates a family whose devices get Ed25519 keys (`ed25519`: EDHOC
+    /// suite 0, A120 chips only) or ECDSA keys on `curve`.
+    pub fn create_family_with(
+        &self,
+        name: &str,
+        curve: KeyCurve,
+        key_agreement: bool,
+        ed25519: bool,
+    ) -> Result<IssuedCert, FactoryError> {
         check_name("family name", name)?;
         let dir = self.family_dir(name);
         if dir.exists() {
@@ -515,7 +541,8 @@ impl Factory {
             let cfg = FamilyConfig {
                 name: name.into(),
                 curve,
-                key_agreement,
+                key_agreement: key_agreement && !ed25519,
+                ed25519,
                 crl_number: 1,
                 revoked: Vec::new(),
             };

@@ -134,9 +134,19 @@ fn chip_curve(c: KeyCurve) -> Curve {
     }
 }
 
-/// Verifies a raw signature over a digest with a SEC1 point.
+/// Verifies a raw signature over a digest with a SEC1 point (ECDSA), or
+/// over a message with an Ed25519 key.
 pub fn verify_digest(point: &[u8], digest: &[u8], sig: &[u8]) -> bool {
     use ecdsa::signature::hazmat::PrehashVerifier;
+    if inkan_pki::signer::is_ed25519_key(point) {
+        let (Ok(k), Ok(s)) = (<[u8; 32]>::try_from(point), <[u8; 64]>::try_from(sig)) else {
+            return false;
+        };
+        return ed25519_dalek::VerifyingKey::from_bytes(&k).is_ok_and(|vk| {
+            vk.verify_strict(digest, &ed25519_dalek::Signature::from_bytes(&s))
+                .is_ok()
+        });
+    }
     match KeyCurve::of_point(point) {
         Some(KeyCurve::P256) => {
             let (Ok(vk), Ok(s)) = (
@@ -437,7 +447,31 @@ impl<'f> Personalizer<'f> {
             d.open_session(keys).map_err(chip)?;
         }
         let (_, slots) = d.key_table().map_err(chip)?;
-        let point = if slots.iter().any(|s| s.slot == 0 && s.present) {
+        let present = slots.iter().any(|s| s.slot == 0 && s.present);
+        let journalled_key = match self.journal.state.issued.get(&serial) {
+            Some(Event::Issued { public_key, .. }) => hex::decode(public_key).ok(),
+            _ => None,
+        };
+        let point = if self.family.ed25519 {
+            // Ed25519: no key recovery from signatures exists. The key is
+            // generated with a free generate AC while the chip is
+            // unlocked, so a key never certified (a crash before the
+            // journal line) is simply made again; locking the chip at the
+            // end fixes it for good.
+            if personality != Personality::A120 {
+                return Err(FactoryError::ChipLacksKey {
+                    serial,
+                    personality,
+                    key: "Ed25519",
+                });
+            }
+            match journalled_key {
+                Some(k) if present => k,
+                _ => d
+                    .generate_key(0, Curve::Ed25519, 0, key_mode::SIGN_DIGEST)
+                    .map_err(chip)?,
+            }
+        } else if present {
             recover_public_key(d, curve, &serial)?
         } else {
             let mut mode = key_mode::SIGN_DIGEST | key_mode::GENERATE_NEVER;
@@ -594,10 +628,12 @@ impl<'f> Personalizer<'f> {
             });
         }
         let challenge = random::<48>();
-        let digest = &challenge[..curve.field_len()];
-        let sig = d
-            .sign_with_curve(0, chip_curve(curve), digest)
-            .map_err(chip)?;
+        let (key_curve, digest) = if self.family.ed25519 {
+            (Curve::Ed25519, &challenge[..])
+        } else {
+            (chip_curve(curve), &challenge[..curve.field_len()])
+        };
+        let sig = d.sign_with_curve(0, key_curve, digest).map_err(chip)?;
         if !verify_digest(&cert.public_point(), digest, &sig) {
             return Err(FactoryError::ChipKeyMismatch(serial));
         }

@@ -117,6 +117,16 @@ impl IssuedCert {
             .to_vec()
     }
 
+    /// Whether the subject key is Ed25519.
+    pub fn is_ed25519(&self) -> bool {
+        self.cert
+            .tbs_certificate
+            .subject_public_key_info
+            .algorithm
+            .oid
+            == signer::ED25519
+    }
+
     /// The key's curve, if it is one inkan uses.
     pub fn curve(&self) -> Option<KeyCurve> {
         KeyCurve::of_point(&self.public_point())
@@ -248,9 +258,26 @@ pub fn key_id(point: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(point)[..20].to_vec()
 }
 
+/// The SubjectPublicKeyInfo of a P-256/P-384 point or an Ed25519 key.
+pub(crate) fn spki_of(point: &[u8]) -> Result<SubjectPublicKeyInfoOwned, PkiError> {
+    spki(point)
+}
+
 fn spki(point: &[u8]) -> Result<SubjectPublicKeyInfoOwned, PkiError> {
-    let curve = KeyCurve::of_point(point)
-        .ok_or_else(|| PkiError::malformed("public key", "not a P-256/P-384 point"))?;
+    if signer::is_ed25519_key(point) {
+        // RFC 8410 §3: the algorithm alone, parameters absent.
+        return Ok(SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: signer::ED25519,
+                parameters: None,
+            },
+            subject_public_key: BitString::from_bytes(point)
+                .map_err(|e| PkiError::encode("SPKI", e))?,
+        });
+    }
+    let curve = KeyCurve::of_point(point).ok_or_else(|| {
+        PkiError::malformed("public key", "not a P-256/P-384 point or an Ed25519 key")
+    })?;
     Ok(SubjectPublicKeyInfoOwned {
         algorithm: AlgorithmIdentifierOwned {
             oid: EC_PUBLIC_KEY,
@@ -469,7 +496,8 @@ pub fn issue_device(
         ));
     }
     let mut ku = KeyUsages::DigitalSignature.into();
-    if profile.key_agreement {
+    // An Ed25519 key only signs (RFC 8410 §5): no keyAgreement.
+    if profile.key_agreement && !signer::is_ed25519_key(device_point) {
         ku |= KeyUsages::KeyAgreement;
     }
     sign(
@@ -546,6 +574,23 @@ pub fn verify_issued_by(child: &IssuedCert, issuer: &IssuedCert) -> Result<(), P
     .map_err(|_| PkiError::BadSignature("certificate not signed by the given issuer"))
 }
 
+/// Verifies that `child` was signed by the key `point` (a SEC1 P-256 or
+/// P-384 point): how a device checks a certificate against a pinned key.
+pub fn verify_signed_by_key(child: &IssuedCert, point: &[u8]) -> Result<(), PkiError> {
+    let tbs = child
+        .cert
+        .tbs_certificate
+        .to_der()
+        .map_err(|e| PkiError::encode("TBSCertificate", e))?;
+    verify_with_point(
+        point,
+        &child.cert.signature_algorithm.oid,
+        &tbs,
+        child.cert.signature.raw_bytes(),
+    )
+    .map_err(|_| PkiError::BadSignature("certificate not signed by the given key"))
+}
+
 /// Checks a DER ECDSA signature with algorithm `alg` over `signed` with
 /// `issuer`'s key (P-256 with SHA-256, or P-384 with SHA-384).
 pub(crate) fn verify_der_signature(
@@ -554,15 +599,23 @@ pub(crate) fn verify_der_signature(
     signed: &[u8],
     sig: &[u8],
 ) -> Result<(), PkiError> {
-    let point = issuer.public_point();
-    let curve = KeyCurve::of_point(&point)
-        .ok_or(PkiError::BadSignature("issuer key is not P-256/P-384"))?;
+    verify_with_point(&issuer.public_point(), alg, signed, sig)
+}
+
+fn verify_with_point(
+    point: &[u8],
+    alg: &ObjectIdentifier,
+    signed: &[u8],
+    sig: &[u8],
+) -> Result<(), PkiError> {
+    let curve =
+        KeyCurve::of_point(point).ok_or(PkiError::BadSignature("issuer key is not P-256/P-384"))?;
     let raw = match curve {
         KeyCurve::P256 => p256::ecdsa::Signature::from_der(sig).map(|s| s.to_bytes().to_vec()),
         KeyCurve::P384 => p384::ecdsa::Signature::from_der(sig).map(|s| s.to_bytes().to_vec()),
     }
     .map_err(|_| PkiError::BadSignature("signature is not DER ECDSA"))?;
-    if *alg == curve.signature_oid() && signer::verify_raw(&point, signed, &raw) {
+    if *alg == curve.signature_oid() && signer::verify_raw(point, signed, &raw) {
         Ok(())
     } else {
         Err(PkiError::BadSignature("signature does not verify"))

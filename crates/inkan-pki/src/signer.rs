@@ -20,6 +20,15 @@ pub const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 pub const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 /// secp384r1.
 pub const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+/// id-Ed25519 (RFC 8410): the algorithm of an Ed25519 public key.
+pub const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+
+/// Whether `point` is an Ed25519 public key (32 bytes, a valid point).
+pub fn is_ed25519_key(point: &[u8]) -> bool {
+    <[u8; 32]>::try_from(point)
+        .ok()
+        .is_some_and(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).is_ok())
+}
 
 /// The curves inkan issues and signs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -144,6 +153,10 @@ pub fn spki_der(point: &[u8]) -> Result<Vec<u8>, PkiError> {
         Some(KeyCurve::P384) => p384::PublicKey::from_sec1_bytes(point)
             .map_err(|e| PkiError::malformed("public key", e))?
             .to_public_key_der(),
+        None if is_ed25519_key(point) => {
+            return der::Encode::to_der(&crate::cert::spki_of(point)?)
+                .map_err(|e| PkiError::encode("public key", e))
+        }
         None => {
             return Err(PkiError::malformed(
                 "public key",

@@ -257,12 +257,15 @@ impl DeviceValidator {
     }
 }
 
-/// Device keys must be EC P-256 or P-384: weak, legacy or unexpected key
+/// Device keys must be EC P-256 or P-384, or Ed25519: weak, legacy or unexpected key
 /// types are refused before any path is built.
 fn check_leaf_key(leaf: &[u8]) -> Result<(), ValidationError> {
     let cert = x509_cert::Certificate::from_der(leaf)
         .map_err(|e| ValidationError::Malformed(e.to_string()))?;
     let alg = &cert.tbs_certificate.subject_public_key_info.algorithm;
+    if alg.oid == crate::signer::ED25519 && alg.parameters.is_none() {
+        return Ok(());
+    }
     if alg.oid != crate::signer::EC_PUBLIC_KEY {
         return Err(ValidationError::KeyPolicy(format!("algorithm {}", alg.oid)));
     }

@@ -139,6 +139,10 @@ enum FamilyCmd {
         /// Device keys sign only (no keyAgreement).
         #[arg(long)]
         no_key_agreement: bool,
+        /// Device keys are Ed25519 (EDHOC suite 0 with X25519; A120 chips
+        /// only). The family CA key stays on --curve.
+        #[arg(long)]
+        ed25519: bool,
     },
     /// List families.
     #[command(after_help = "Example:\n  inkan factory family list")]
@@ -305,8 +309,10 @@ pub fn run(a: Args) -> Result<()> {
                     name,
                     curve,
                     no_key_agreement,
+                    ed25519,
                 } => {
-                    let c = f.create_family(&name, curve.into(), !no_key_agreement)?;
+                    let c =
+                        f.create_family_with(&name, curve.into(), !no_key_agreement, ed25519)?;
                     println!("family {name}: {} (serial {})", c.subject(), c.serial_hex());
                 }
                 FamilyCmd::List => {
