@@ -194,6 +194,8 @@ pub enum DeviceError {
 pub struct Connected {
     /// The chip serial (hex).
     pub serial: String,
+    /// The cipher suite used (2: P-256/ES256, 0: X25519/EdDSA).
+    pub suite: Suite,
     /// Our connection identifier.
     pub c_i: inkan_proto::edhoc::ConnId,
     /// The cloud's connection identifier.
@@ -417,6 +419,7 @@ pub fn connect<T: Transport + 'static>(
     done.process_message_4(&rsp.payload)?;
     Ok(Connected {
         serial,
+        suite,
         c_i,
         c_r: done.c_r.clone(),
         session: done.session().clone(),

@@ -176,7 +176,11 @@ pub fn device(c: DeviceCmd) -> Result<()> {
                 cloud,
                 inkan_device::Retransmission::default(),
             )?;
-            println!("authenticated: device {} to {cloud}", c.serial);
+            println!(
+                "authenticated: device {} to {cloud} (EDHOC method 0, cipher suite {})",
+                c.serial,
+                c.suite.id()
+            );
             println!(
                 "  C_I {}  C_R {}",
                 hex::encode(&c.c_i.0),

@@ -481,6 +481,55 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         rt.block_on(auth.registry.store.device_count())?
     );
 
+    step(
+        n,
+        "A second line, 'lamp', has Ed25519 device keys: its manifest is imported in bulk and its devices use EDHOC suite 0 (X25519 and EdDSA in the chip)",
+    );
+    let lamp = f.create_family_with("lamp", inkan_pki::KeyCurve::P256, false, true)?;
+    let pb = indicatif::ProgressBar::hidden();
+    let (lamp_report, _) =
+        crate::factory::personalize_emulated(f, "lamp", "demo-lamp", 3, Personality::A120, &pb)?;
+    let lamp_key = f.signer("family-lamp")?;
+    let lamp_proof = inkan_pki::signer::sign_raw(
+        &*lamp_key,
+        &inkan_cloud::registry::pop_challenge(&tenant, &lamp.der),
+    )?;
+    rt.block_on(
+        auth.registry
+            .register_family(&tenant, "lamp", &lamp.der, &lamp_proof),
+    )?;
+    let imported = rt.block_on(auth.registry.import_manifest(
+        &tenant,
+        &std::fs::read(&lamp_report.manifest)?,
+        &f.root()?.der,
+    ))?;
+    println!("    manifest of {imported} lamps imported in one transaction");
+    let lamp_batch = inkan_factory::Personalizer::open(
+        f,
+        "lamp",
+        "demo-lamp",
+        &BatchConfig {
+            family: "lamp".into(),
+            count: 3,
+            personality: Personality::A120,
+        },
+    )?;
+    let mut lamps = Vec::new();
+    for entry in std::fs::read_dir(lamp_batch.dir().join("devices"))? {
+        let s: DeviceSecrets = serde_json::from_slice(&std::fs::read(entry?.path())?)?;
+        lamps.push(s);
+    }
+    lamps.sort_by(|a, b| a.serial.cmp(&b.serial));
+    for s in &lamps {
+        let c = inkan_device::connect(open(s)?, addr, inkan_device::Retransmission::default())?;
+        println!(
+            "    {} authenticated with suite {} (C_R {})",
+            c.serial,
+            c.suite.id(),
+            hex::encode(&c.c_r.0)
+        );
+    }
+
     step(n, "Two attacks are refused");
     let victim = &devices[0];
     let leaf = {
@@ -536,6 +585,7 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         audit.len()
     );
     Ok(format!(
-        "{ok} devices authenticated with EDHOC, 2 attacks on the cloud refused"
+        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, 2 attacks on the cloud refused",
+        lamps.len()
     ))
 }
