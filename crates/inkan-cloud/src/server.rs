@@ -79,9 +79,29 @@ pub async fn handle(auth: &AuthService, bytes: &[u8], peer: SocketAddr) -> Optio
 pub async fn serve(socket: UdpSocket, auth: Arc<AuthService>) -> std::io::Result<()> {
     let socket = Arc::new(socket);
     let dedup = Arc::new(Mutex::new(Dedup::default()));
-    let mut buf = vec![0u8; coap::MAX_DATAGRAM];
+    // One byte more than the limit: a datagram that fills it is too large.
+    let mut buf = vec![0u8; coap::MAX_DATAGRAM + 1];
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;
+        if n > coap::MAX_DATAGRAM {
+            // 4.13 (RFC 7252 §5.9.2.9) with an EDHOC error message; the
+            // truncated payload is never parsed.
+            if let Some(req) = coap::parse_request_datagram(&buf[..n]) {
+                let rsp = coap::response(
+                    &req,
+                    Code::RequestEntityTooLarge,
+                    inkan_proto::edhoc::error_message(
+                        1,
+                        &inkan_proto::edhoc::ErrorInfo::Text(format!(
+                            "request exceeds the limit of {} bytes",
+                            coap::MAX_DATAGRAM
+                        )),
+                    ),
+                );
+                let _ = socket.send_to(&rsp, peer).await;
+            }
+            continue;
+        }
         let bytes = buf[..n].to_vec();
         let (socket, auth, dedup) = (socket.clone(), auth.clone(), dedup.clone());
         tokio::spawn(async move {

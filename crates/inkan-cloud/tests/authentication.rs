@@ -529,7 +529,7 @@ fn coap_duplicates_and_malformed_requests(db: Db) {
     udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let ask = |datagram: &[u8]| {
         udp.send(datagram).unwrap();
-        let mut buf = vec![0u8; 4096];
+        let mut buf = vec![0u8; 8192];
         let n = udp.recv(&mut buf).unwrap();
         inkan_proto::coap::parse_response(&buf[..n]).unwrap()
     };
@@ -583,6 +583,23 @@ fn coap_duplicates_and_malformed_requests(db: Db) {
             other => panic!("{want}: no EDHOC error message: {other:?}"),
         }
     }
+    // A datagram past the 4,096-byte limit (a message_1 with 5,000 bytes
+    // of EAD): 4.13, nothing parsed, no exchange created.
+    let mut big = inkan_proto::coap::request(0x3000, &[4], vec![0xF5, 0x00]).unwrap();
+    big.extend(std::iter::repeat_n(0x41u8, 5000));
+    let rsp = ask(&big);
+    assert_eq!(rsp.code, "4.13");
+    match inkan_proto::edhoc::parse_error_message(&rsp.payload) {
+        Some(inkan_proto::edhoc::EdhocError::PeerError { detail, .. }) => {
+            assert!(detail.contains("exceeds the limit"), "{detail}")
+        }
+        other => panic!("no EDHOC error message: {other:?}"),
+    }
+    assert_eq!(
+        rt.block_on(auth.registry.store.pending_exchanges())
+            .unwrap(),
+        1
+    );
 }
 
 /// Two replicas on one PostgreSQL: a device authenticates at either, an
@@ -781,10 +798,12 @@ fn utc(t: std::time::SystemTime) -> x509_cert::time::Time {
 
 /// Certificates the family signed for the chip's own key, but expired, not
 /// yet valid, or without the clientAuth EKU: the chip's signature is
-/// genuine, the certificate is not acceptable, and the cloud says why.
+/// genuine, the certificate is not acceptable, and the cloud says why. And
+/// a cloned certificate (another device's, valid) with this chip's
+/// signature.
 fn expired_not_yet_valid_and_wrong_eku_certificates_are_refused(db: Db) {
     use std::time::{Duration, SystemTime};
-    let w = world(&["thermo"], 1);
+    let w = world(&["thermo"], 2);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
@@ -834,11 +853,25 @@ fn expired_not_yet_valid_and_wrong_eku_certificates_are_refused(db: Db) {
             other => panic!("expected {want:?}, got {other:?}"),
         }
     }
+    // A cloned certificate: device 1's genuine certificate presented by
+    // chip 0, which can only sign with its own key.
+    let (done, m3) = chip_exchange_presenting(&w, 0, &auth, &rt, leaf_of(&w, 1).der, false);
+    assert!(matches!(
+        rt.block_on(auth.message_3(&done.c_r, &m3, "test")),
+        Err(AuthError::Edhoc(
+            inkan_proto::edhoc::EdhocError::BadSignature(3)
+        ))
+    ));
     // The genuine certificate of the same chip is accepted.
     let (done, m3) = chip_exchange_presenting(&w, 0, &auth, &rt, genuine, false);
     rt.block_on(auth.message_3(&done.c_r, &m3, "test")).unwrap();
     let audit = rt.block_on(auth.registry.store.audit_tail(50)).unwrap();
-    for reason in ["expired", "not yet valid", "extended key usage"] {
+    for reason in [
+        "expired",
+        "not yet valid",
+        "extended key usage",
+        "signature_3 does not verify",
+    ] {
         assert!(
             audit.iter().any(|(k, _, o, d)| k == "authenticate"
                 && o == "refused"
