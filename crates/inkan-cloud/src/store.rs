@@ -140,6 +140,20 @@ async fn group_writer(pool: AnyPool, mut rx: tokio::sync::mpsc::UnboundedReceive
     }
 }
 
+/// Splits `n` rows into statements of 32, 8, 2 and 1 rows: a handful of
+/// distinct SQL texts, so the per-connection statement cache keeps them
+/// prepared whatever the batch size.
+fn fixed_chunks(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for size in [32, 8, 2, 1] {
+        while n >= size {
+            out.push(size);
+            n -= size;
+        }
+    }
+    out
+}
+
 async fn append_rows(pool: &AnyPool, rows: &[Append]) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     let sessions: Vec<&Append> = rows
@@ -150,15 +164,20 @@ async fn append_rows(pool: &AnyPool, rows: &[Append]) -> Result<(), StoreError> 
         .iter()
         .filter(|r| matches!(r, Append::Audit { .. }))
         .collect();
-    if !sessions.is_empty() {
+    let mut at = 0;
+    for size in fixed_chunks(sessions.len()) {
+        let chunk = &sessions[at..at + size];
+        at += size;
         let sql = multi_insert(
             "INSERT INTO sessions (id, device_id, c_i, c_r, created) VALUES ",
             5,
-            sessions.len(),
+            size,
         );
         let mut q = sqlx::query(&sql);
-        let mut last = Vec::with_capacity(sessions.len());
-        for r in &sessions {
+        let mut placeholders = Vec::with_capacity(size);
+        let mut devices = Vec::with_capacity(size);
+        let mut latest = 0;
+        for (k, r) in chunk.iter().enumerate() {
             if let Append::Session {
                 id,
                 device_id,
@@ -173,26 +192,33 @@ async fn append_rows(pool: &AnyPool, rows: &[Append]) -> Result<(), StoreError> 
                     .bind(c_i)
                     .bind(c_r)
                     .bind(*created);
-                last.push((device_id, *created));
+                placeholders.push(format!("${}", k + 2));
+                devices.push(device_id);
+                latest = latest.max(*created);
             }
         }
         q.execute(&mut *tx).await?;
-        for (device_id, t) in last {
-            sqlx::query("UPDATE devices SET last_auth = $1 WHERE id = $2")
-                .bind(t)
-                .bind(device_id)
-                .execute(&mut *tx)
-                .await?;
+        let sql = format!(
+            "UPDATE devices SET last_auth = $1 WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut u = sqlx::query(&sql).bind(latest);
+        for d in devices {
+            u = u.bind(d);
         }
+        u.execute(&mut *tx).await?;
     }
-    if !audits.is_empty() {
+    let mut at = 0;
+    for size in fixed_chunks(audits.len()) {
+        let chunk = &audits[at..at + size];
+        at += size;
         let sql = multi_insert(
             "INSERT INTO audit (id, time, tenant_id, kind, subject, outcome, detail) VALUES ",
             7,
-            audits.len(),
+            size,
         );
         let mut q = sqlx::query(&sql);
-        for r in &audits {
+        for r in chunk {
             if let Append::Audit {
                 id,
                 time,
