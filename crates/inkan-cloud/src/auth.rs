@@ -51,6 +51,9 @@ pub struct Limits {
     pub ttl_secs: i64,
     /// Most exchanges pending at once (across replicas).
     pub max_pending: i64,
+    /// Seconds a session (and its OSCORE context) lives; then the device
+    /// runs EDHOC again.
+    pub session_ttl_secs: i64,
 }
 
 impl Default for Limits {
@@ -58,6 +61,7 @@ impl Default for Limits {
         Limits {
             ttl_secs: 30,
             max_pending: 10_000,
+            session_ttl_secs: 24 * 3600,
         }
     }
 }
@@ -75,7 +79,12 @@ struct SuiteIdentity {
 pub struct CloudIdentity {
     p256: SuiteIdentity,
     ed25519: Option<SuiteIdentity>,
+    /// Wraps the OSCORE secrets of sessions in the store; derived from the
+    /// cloud key, so every replica can unwrap them.
+    wrap_key: zeroize::Zeroizing<[u8; 16]>,
 }
+
+type WrapCipher = ccm::Ccm<aes::Aes128, ccm::consts::U8, ccm::consts::U13>;
 
 impl CloudIdentity {
     /// An identity from the P-256 scalar of the cloud authentication key
@@ -85,7 +94,12 @@ impl CloudIdentity {
         let signer = SoftwareSigner::from_bytes(Suite::P256Es256, scalar)?;
         let cred = Credential::x509(certificate_der, signer.public_key());
         let ed25519 = Self::ed25519_under(scalar, certificate_der);
+        let mut wrap_key = zeroize::Zeroizing::new([0u8; 16]);
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(b"inkan session wrap v1"), scalar)
+            .expand(b"oscore master secret and salt", &mut *wrap_key)
+            .map_err(|_| EdhocError::Key("session wrap key".into()))?;
         Ok(CloudIdentity {
+            wrap_key,
             p256: SuiteIdentity {
                 signer: Mutex::new(signer),
                 cred,
@@ -116,6 +130,44 @@ impl CloudIdentity {
             signer: Mutex::new(signer),
             id_cred: IdCred::x5chain(&[cert.der]),
         })
+    }
+
+    /// Wraps a session's secret state for the store (AES-CCM, random
+    /// nonce, bound to the session's C_R).
+    pub fn wrap(&self, c_r: &str, secret: &[u8]) -> Result<Vec<u8>, EdhocError> {
+        use ccm::aead::{Aead, KeyInit, Payload};
+        let mut nonce = [0u8; 13];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let c = WrapCipher::new_from_slice(&*self.wrap_key)
+            .map_err(|_| EdhocError::Key("wrap key".into()))?;
+        let ct = c
+            .encrypt(
+                ccm::Nonce::<ccm::consts::U13>::from_slice(&nonce),
+                Payload {
+                    msg: secret,
+                    aad: c_r.as_bytes(),
+                },
+            )
+            .map_err(|_| EdhocError::Key("wrap".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Unwraps what [`CloudIdentity::wrap`] made for `c_r`.
+    pub fn unwrap(&self, c_r: &str, blob: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        use ccm::aead::{Aead, KeyInit, Payload};
+        let (nonce, ct) = blob.split_at_checked(13)?;
+        let c = WrapCipher::new_from_slice(&*self.wrap_key).ok()?;
+        c.decrypt(
+            ccm::Nonce::<ccm::consts::U13>::from_slice(nonce),
+            Payload {
+                msg: ct,
+                aad: c_r.as_bytes(),
+            },
+        )
+        .ok()
+        .map(zeroize::Zeroizing::new)
     }
 
     /// The suites offered, most preferred first.
@@ -159,6 +211,16 @@ fn conn_id_hex(c: &ConnId) -> String {
 }
 
 impl AuthService {
+    /// The cloud's identity (and its session wrap key).
+    pub(crate) fn identity(&self) -> &CloudIdentity {
+        &self.identity
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// A service over a registry.
     pub fn new(registry: Registry, identity: CloudIdentity, limits: Limits) -> AuthService {
         AuthService {
@@ -184,7 +246,10 @@ impl AuthService {
             let msg = Responder::error_for(&e, &supported);
             (AuthError::Edhoc(e), msg)
         })?;
-        let mut c_r = [0u8; 4];
+        // 7 bytes: C_R is also the device's OSCORE Sender ID (at most 7
+        // bytes with a 13-byte nonce) and the kid the cloud looks its
+        // session up by, so it must not collide across many sessions.
+        let mut c_r = [0u8; 7];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut c_r);
         let c_r = ConnId(c_r.to_vec());
         let made = {
@@ -308,13 +373,25 @@ impl AuthService {
         let device = self.registry.authorize(&chain).await?;
         let leaf = chain.first().ok_or(AuthError::Credential("empty chain"))?;
         let done = p3.verify(&Credential::x509(leaf, device.public_key.clone()))?;
+        let params = inkan_proto::oscore::ContextParams::from_edhoc(
+            done.session(),
+            false,
+            &done.c_i,
+            &done.c_r,
+        )?;
+        let mut secret = zeroize::Zeroizing::new(params.master_secret.to_vec());
+        secret.extend_from_slice(&params.master_salt);
+        let c_r_hex = conn_id_hex(&done.c_r);
+        let wrapped = self.identity.wrap(&c_r_hex, &secret)?;
         let session_id = self
             .registry
             .store
             .insert_session(
                 &device.device_id,
                 &conn_id_hex(&done.c_i),
-                &conn_id_hex(&done.c_r),
+                &c_r_hex,
+                Some(&wrapped),
+                self.limits.session_ttl_secs,
             )
             .await?;
         Ok(Authenticated {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 pub use auth::{AuthError, AuthService, CloudIdentity, Limits};
 pub use registry::{Registry, RegistryError};

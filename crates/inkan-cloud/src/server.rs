@@ -40,8 +40,41 @@ impl Dedup {
     }
 }
 
+/// Largest OSCORE request accepted (a batch of 100 readings of 64 bytes is
+/// about 7 KB; on a constrained link it would travel block-wise).
+pub const MAX_OSCORE_DATAGRAM: usize = 16 * 1024;
+
+/// 4.13 (RFC 7252 §5.9.2.9) with an EDHOC error message, for a datagram
+/// past `limit`; its payload is never parsed.
+fn too_large(bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
+    let req = coap::parse_request_datagram(bytes)?;
+    Some(coap::response(
+        &req,
+        Code::RequestEntityTooLarge,
+        inkan_proto::edhoc::error_message(
+            1,
+            &inkan_proto::edhoc::ErrorInfo::Text(format!(
+                "request exceeds the limit of {limit} bytes"
+            )),
+        ),
+    ))
+}
+
 /// Handles one datagram; returns the response to send, if any.
 pub async fn handle(auth: &AuthService, bytes: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
+    // OSCORE-protected requests (an OSCORE option) go to the telemetry
+    // service; everything else is EDHOC.
+    if let Ok(p) = coap_lite::Packet::from_bytes(bytes) {
+        if p.get_first_option(coap_lite::CoapOption::Oscore).is_some()
+            && matches!(p.header.code, coap_lite::MessageClass::Request(_))
+        {
+            let rsp = crate::telemetry::handle(auth, &p, &peer.to_string()).await;
+            return rsp.to_bytes_unlimited().ok();
+        }
+    }
+    if bytes.len() > coap::MAX_DATAGRAM {
+        return too_large(bytes, coap::MAX_DATAGRAM);
+    }
     let req = coap::parse_request_datagram(bytes)?;
     if !req.is_edhoc_post {
         return Some(coap::response(&req, Code::NotFound, Vec::new()));
@@ -79,25 +112,13 @@ pub async fn handle(auth: &AuthService, bytes: &[u8], peer: SocketAddr) -> Optio
 pub async fn serve(socket: UdpSocket, auth: Arc<AuthService>) -> std::io::Result<()> {
     let socket = Arc::new(socket);
     let dedup = Arc::new(Mutex::new(Dedup::default()));
-    // One byte more than the limit: a datagram that fills it is too large.
-    let mut buf = vec![0u8; coap::MAX_DATAGRAM + 1];
+    // One byte more than the largest request: a datagram that fills the
+    // buffer is too large.
+    let mut buf = vec![0u8; MAX_OSCORE_DATAGRAM + 1];
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;
-        if n > coap::MAX_DATAGRAM {
-            // 4.13 (RFC 7252 §5.9.2.9) with an EDHOC error message; the
-            // truncated payload is never parsed.
-            if let Some(req) = coap::parse_request_datagram(&buf[..n]) {
-                let rsp = coap::response(
-                    &req,
-                    Code::RequestEntityTooLarge,
-                    inkan_proto::edhoc::error_message(
-                        1,
-                        &inkan_proto::edhoc::ErrorInfo::Text(format!(
-                            "request exceeds the limit of {} bytes",
-                            coap::MAX_DATAGRAM
-                        )),
-                    ),
-                );
+        if n > MAX_OSCORE_DATAGRAM {
+            if let Some(rsp) = too_large(&buf[..n], MAX_OSCORE_DATAGRAM) {
                 let _ = socket.send_to(&rsp, peer).await;
             }
             continue;

@@ -98,6 +98,8 @@ enum Append {
         c_i: String,
         c_r: String,
         created: i64,
+        oscore: Option<Vec<u8>>,
+        expires: i64,
     },
 }
 
@@ -169,8 +171,8 @@ async fn append_rows(pool: &AnyPool, rows: &[Append]) -> Result<(), StoreError> 
         let chunk = &sessions[at..at + size];
         at += size;
         let sql = multi_insert(
-            "INSERT INTO sessions (id, device_id, c_i, c_r, created) VALUES ",
-            5,
+            "INSERT INTO sessions (id, device_id, c_i, c_r, created, oscore, expires) VALUES ",
+            7,
             size,
         );
         let mut q = sqlx::query(&sql);
@@ -184,6 +186,8 @@ async fn append_rows(pool: &AnyPool, rows: &[Append]) -> Result<(), StoreError> 
                 c_i,
                 c_r,
                 created,
+                oscore,
+                expires,
             } = r
             {
                 q = q
@@ -191,7 +195,9 @@ async fn append_rows(pool: &AnyPool, rows: &[Append]) -> Result<(), StoreError> 
                     .bind(device_id)
                     .bind(c_i)
                     .bind(c_r)
-                    .bind(*created);
+                    .bind(*created)
+                    .bind(oscore.clone())
+                    .bind(*expires);
                 placeholders.push(format!("${}", k + 2));
                 devices.push(device_id);
                 latest = latest.max(*created);
@@ -939,16 +945,230 @@ impl Store {
         device_id: &str,
         c_i: &str,
         c_r: &str,
+        oscore: Option<&[u8]>,
+        ttl_secs: i64,
     ) -> Result<String, StoreError> {
         let id = new_id();
+        let t = now();
         self.append(Append::Session {
             id: id.clone(),
             device_id: device_id.to_string(),
             c_i: c_i.to_string(),
             c_r: c_r.to_string(),
-            created: now(),
+            created: t,
+            oscore: oscore.map(<[u8]>::to_vec),
+            expires: t.saturating_add(ttl_secs),
         })
         .await?;
         Ok(id)
     }
+
+    /// The newest session whose C_R (the OSCORE kid of its device) is
+    /// `c_r` (hex).
+    pub async fn session_by_c_r(&self, c_r: &str) -> Result<Option<SessionRow>, StoreError> {
+        let r = sqlx::query(
+            "SELECT id, device_id, c_i, c_r, oscore, expires, ended, replay_high, replay_bits \
+             FROM sessions WHERE c_r = $1 ORDER BY created DESC LIMIT 1",
+        )
+        .bind(c_r)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = r else { return Ok(None) };
+        Ok(Some(SessionRow {
+            id: r.try_get("id")?,
+            device_id: r.try_get("device_id")?,
+            c_i: r.try_get("c_i")?,
+            c_r: r.try_get("c_r")?,
+            oscore: r.try_get("oscore")?,
+            expires: r.try_get::<Option<i64>, _>("expires")?.unwrap_or(0),
+            ended: r.try_get("ended")?,
+            replay_high: r.try_get("replay_high")?,
+            replay_bits: r.try_get::<Option<i64>, _>("replay_bits")?.unwrap_or(0),
+        }))
+    }
+
+    /// Stores readings and advances the session's replay window in one
+    /// transaction, only if the window is still `old` (another request or
+    /// replica may have moved it: then nothing is written and `Ok(false)`
+    /// tells the caller to re-check).
+    pub async fn ingest(
+        &self,
+        session: &SessionRow,
+        piv: i64,
+        readings: &[(i64, i64, Vec<u8>)],
+        new_window: (i64, i64),
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let received = now();
+        let mut at = 0;
+        for size in reading_chunks(readings.len()) {
+            let sql = multi_insert(
+                "INSERT INTO readings (device_id, session_id, piv, idx, time, channel, value, received) VALUES ",
+                8,
+                size,
+            );
+            let mut q = sqlx::query(&sql);
+            for (k, (time, channel, value)) in readings[at..at + size].iter().enumerate() {
+                q = q
+                    .bind(&session.device_id)
+                    .bind(&session.id)
+                    .bind(piv)
+                    .bind(i64::try_from(at + k).unwrap_or(i64::MAX))
+                    .bind(*time)
+                    .bind(*channel)
+                    .bind(value.clone())
+                    .bind(received);
+            }
+            q.execute(&mut *tx).await?;
+            at += size;
+        }
+        let n = sqlx::query(
+            "UPDATE sessions SET replay_high = $1, replay_bits = $2 WHERE id = $3 \
+             AND COALESCE(replay_high, -1) = $4 AND COALESCE(replay_bits, 0) = $5",
+        )
+        .bind(new_window.0)
+        .bind(new_window.1)
+        .bind(&session.id)
+        .bind(session.replay_high.unwrap_or(-1))
+        .bind(session.replay_bits)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Readings of a tenant's devices, oldest first, after the cursor
+    /// `(time, device_id, session_id, piv, idx)` position `after_key`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn readings(
+        &self,
+        tenant_id: &str,
+        device_id: Option<&str>,
+        family_id: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+        after: Option<&ReadingKey>,
+        limit: i64,
+    ) -> Result<Vec<ReadingRow>, StoreError> {
+        let (a_time, a_dev, a_sess, a_piv, a_idx) = match after {
+            Some(k) => (
+                k.time,
+                k.device_id.clone(),
+                k.session_id.clone(),
+                k.piv,
+                k.idx,
+            ),
+            None => (i64::MIN, String::new(), String::new(), i64::MIN, i64::MIN),
+        };
+        let rows = sqlx::query(
+            "SELECT r.device_id, d.serial, r.session_id, r.piv, r.idx, r.time, r.channel, r.value, r.received \
+             FROM readings r JOIN devices d ON d.id = r.device_id \
+             WHERE d.tenant_id = $1 AND ($2 = '' OR r.device_id = $2) AND ($3 = '' OR d.family_id = $3) \
+             AND r.time >= $4 AND r.time < $5 \
+             AND (r.time > $6 OR (r.time = $6 AND (r.device_id > $7 OR (r.device_id = $7 AND (r.session_id > $8 \
+                  OR (r.session_id = $8 AND (r.piv > $9 OR (r.piv = $9 AND r.idx > $10)))))))) \
+             ORDER BY r.time, r.device_id, r.session_id, r.piv, r.idx LIMIT $11",
+        )
+        .bind(tenant_id)
+        .bind(device_id.unwrap_or(""))
+        .bind(family_id.unwrap_or(""))
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(a_time)
+        .bind(a_dev)
+        .bind(a_sess)
+        .bind(a_piv)
+        .bind(a_idx)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReadingRow {
+                    key: ReadingKey {
+                        time: r.try_get("time")?,
+                        device_id: r.try_get("device_id")?,
+                        session_id: r.try_get("session_id")?,
+                        piv: r.try_get("piv")?,
+                        idx: r.try_get("idx")?,
+                    },
+                    serial: r.try_get("serial")?,
+                    channel: r.try_get("channel")?,
+                    value: r.try_get("value")?,
+                    received: r.try_get("received")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Readings go in statements of 64, 16, 4 and 1 rows (few distinct SQL
+/// texts, all kept prepared).
+fn reading_chunks(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for size in [64, 16, 4, 1] {
+        while n >= size {
+            out.push(size);
+            n -= size;
+        }
+    }
+    out
+}
+
+/// A session row.
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    /// Identifier.
+    pub id: String,
+    /// The device.
+    pub device_id: String,
+    /// C_I (hex): the device's OSCORE Recipient ID, the cloud's Sender ID.
+    pub c_i: String,
+    /// C_R (hex): the device's OSCORE Sender ID (the kid of its requests).
+    pub c_r: String,
+    /// The wrapped OSCORE master secret and salt.
+    pub oscore: Option<Vec<u8>>,
+    /// End of life (Unix seconds).
+    pub expires: i64,
+    /// When it was ended (revocation), if it was.
+    pub ended: Option<i64>,
+    /// Replay window: highest Partial IV accepted.
+    pub replay_high: Option<i64>,
+    /// Replay window bitmap.
+    pub replay_bits: i64,
+}
+
+/// Where a reading sits in the paging order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadingKey {
+    /// Device time (ms).
+    pub time: i64,
+    /// Device.
+    pub device_id: String,
+    /// Session.
+    pub session_id: String,
+    /// The request's Partial IV.
+    pub piv: i64,
+    /// Place in the batch.
+    pub idx: i64,
+}
+
+/// A stored reading.
+#[derive(Clone, Debug)]
+pub struct ReadingRow {
+    /// Its key.
+    pub key: ReadingKey,
+    /// The chip serial.
+    pub serial: String,
+    /// Channel.
+    pub channel: i64,
+    /// Value.
+    pub value: Vec<u8>,
+    /// When the cloud stored it (Unix seconds).
+    pub received: i64,
 }

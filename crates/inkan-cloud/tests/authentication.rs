@@ -335,6 +335,7 @@ fn replayed_spliced_expired_and_flooded_exchanges_are_refused(db: Db) {
         Limits {
             ttl_secs: 30,
             max_pending: 4,
+            ..Limits::default()
         },
     ));
     let tenant = rt
@@ -403,6 +404,7 @@ fn replayed_spliced_expired_and_flooded_exchanges_are_refused(db: Db) {
         Limits {
             ttl_secs: -1,
             max_pending: 100,
+            ..Limits::default()
         },
     ));
     let t2 = rt
@@ -506,6 +508,7 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
 }
 
 on_both_stores!(
+    readings_flow_under_oscore_and_attacks_are_refused,
     suite_0_devices_use_x25519_and_ed25519_in_the_chip,
     revocations_reach_the_family_list_and_crls_revoke_unseen_devices,
     a_family_of_tenant_a_cannot_be_claimed_by_tenant_b,
@@ -1072,4 +1075,193 @@ fn suite_0_devices_use_x25519_and_ed25519_in_the_chip(db: Db) {
         p.personalize(&mut d, Some(&path)),
         Err(inkan_factory::FactoryError::ChipLacksKey { key: "Ed25519", .. })
     ));
+}
+
+/// Sends raw bytes to the service and parses the answer.
+fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> coap_lite::Packet {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(addr).unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    udp.send(bytes).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = udp.recv(&mut buf).unwrap();
+    coap_lite::Packet::from_bytes(&buf[..n]).unwrap()
+}
+
+fn telemetry_request(mid: u16, batch: &[inkan_proto::telemetry::Reading]) -> coap_lite::Packet {
+    let mut p = coap_lite::Packet::new();
+    p.header.set_type(coap_lite::MessageType::Confirmable);
+    p.header.message_id = mid;
+    p.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Post);
+    p.set_token(vec![1, 2, 3, 4]);
+    p.add_option(coap_lite::CoapOption::UriPath, b"telemetry".to_vec());
+    p.payload = inkan_proto::telemetry::encode_batch(batch);
+    p
+}
+
+fn batch(n: usize, t0: u64) -> Vec<inkan_proto::telemetry::Reading> {
+    (0..n)
+        .map(|i| inkan_proto::telemetry::Reading {
+            time_ms: t0 + i as u64,
+            channel: u32::try_from(i % 4).unwrap(),
+            value: vec![u8::try_from(i % 251).unwrap(); 64],
+        })
+        .collect()
+}
+
+fn stored(auth: &AuthService, rt: &tokio::runtime::Runtime, tenant: &str) -> usize {
+    rt.block_on(
+        auth.registry
+            .store
+            .readings(tenant, None, None, 0, i64::MAX, None, 100_000),
+    )
+    .unwrap()
+    .len()
+}
+
+/// Readings travel under OSCORE keyed from EDHOC and are stored before the
+/// acknowledgement; a flipped bit, a replay, another device's context, an
+/// ended session and an expired one are each refused with their reason,
+/// audited, and store nothing.
+fn readings_flow_under_oscore_and_attacks_are_refused(db: Db) {
+    use inkan_device::{Uplink, UplinkError};
+    use inkan_proto::oscore::{ContextParams, SecurityContext};
+    let w = world(&["thermo"], 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, auth.clone());
+
+    let c0 = connect(driver(&w, 0), addr, quick()).unwrap();
+    let c1 = connect(driver(&w, 1), addr, quick()).unwrap();
+    let mut up0 = Uplink::new(&c0, addr, quick()).unwrap();
+    for k in 0..3 {
+        assert_eq!(up0.send(&batch(100, 1_000 * k)).unwrap(), 100);
+    }
+    assert_eq!(stored(&auth, &rt, &tenant), 300);
+    let rows = rt
+        .block_on(
+            auth.registry
+                .store
+                .readings(&tenant, None, None, 0, i64::MAX, None, 10),
+        )
+        .unwrap();
+    assert_eq!(rows[0].value, vec![0u8; 64]);
+    assert_eq!(rows[0].serial, c0.serial);
+
+    // A second context on the same session keys, far ahead in sequence
+    // numbers, to craft requests by hand.
+    let mut ctx0 = SecurityContext::derive(
+        &ContextParams::from_edhoc(&c0.session, true, &c0.c_i, &c0.c_r).unwrap(),
+    )
+    .unwrap();
+    ctx0.set_sender_sequence(1_000);
+    // A flipped bit in the ciphertext.
+    let (p, _) = ctx0
+        .protect_request(&telemetry_request(0x100, &batch(5, 0)))
+        .unwrap();
+    let mut bytes = p.to_bytes().unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x10;
+    let rsp = raw_exchange(addr, &bytes);
+    assert_eq!(rsp.header.code.to_string(), "4.01");
+    assert!(String::from_utf8_lossy(&rsp.payload).contains("decryption failed"));
+    // A valid request, then the same bytes again (new message id, so it
+    // is not a CoAP duplicate): the second is a replay.
+    let (p, _) = ctx0
+        .protect_request(&telemetry_request(0x101, &batch(5, 0)))
+        .unwrap();
+    let rsp = raw_exchange(addr, &p.to_bytes().unwrap());
+    assert_eq!(rsp.header.code.to_string(), "2.04");
+    assert_eq!(stored(&auth, &rt, &tenant), 305);
+    let mut again = p.clone();
+    again.header.message_id = 0x102;
+    let rsp = raw_exchange(addr, &again.to_bytes().unwrap());
+    assert_eq!(rsp.header.code.to_string(), "4.01");
+    assert!(String::from_utf8_lossy(&rsp.payload).contains("replayed"));
+    // Under device 0's keys but naming device 1's session.
+    let (mut p, _) = ctx0
+        .protect_request(&telemetry_request(0x103, &batch(5, 0)))
+        .unwrap();
+    p.clear_option(coap_lite::CoapOption::Oscore);
+    let mut opt = vec![0x0A, 0x03, 0xEA];
+    opt.extend_from_slice(&c1.c_r.0);
+    p.add_option(coap_lite::CoapOption::Oscore, opt);
+    let rsp = raw_exchange(addr, &p.to_bytes().unwrap());
+    assert_eq!(rsp.header.code.to_string(), "4.01");
+    assert!(String::from_utf8_lossy(&rsp.payload).contains("decryption failed"));
+    // A kid no session has.
+    let mut p = p.clone();
+    p.clear_option(coap_lite::CoapOption::Oscore);
+    p.add_option(coap_lite::CoapOption::Oscore, vec![0x09, 0x07, 0xEE]);
+    let rsp = raw_exchange(addr, &p.to_bytes().unwrap());
+    assert!(String::from_utf8_lossy(&rsp.payload).contains("unknown kid"));
+    assert_eq!(
+        stored(&auth, &rt, &tenant),
+        305,
+        "nothing stored by refusals"
+    );
+
+    // Device 1 is revoked: its session ends.
+    let mut up1 = Uplink::new(&c1, addr, quick()).unwrap();
+    assert_eq!(up1.send(&batch(1, 0)).unwrap(), 1);
+    let leaf1 = leaf_of(&w, 1);
+    let row1 = rt
+        .block_on(
+            auth.registry
+                .store
+                .device_by_fingerprint(&inkan_cloud::registry::fingerprint(&leaf1.der)),
+        )
+        .unwrap()
+        .unwrap();
+    rt.block_on(auth.registry.store.set_device_status(&row1.id, "revoked"))
+        .unwrap();
+    match up1.send(&batch(1, 0)) {
+        Err(UplinkError::Refused { code, detail }) => {
+            assert_eq!(code, "4.01");
+            assert!(detail.contains("session ended"), "{detail}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A session past its lifetime.
+    let dir2 = tempfile::tempdir().unwrap();
+    let short = rt.block_on(cloud(
+        db,
+        dir2.path(),
+        &w.cloud_key,
+        Limits {
+            session_ttl_secs: -1,
+            ..Limits::default()
+        },
+    ));
+    let t2 = rt
+        .block_on(short.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &short.registry, &t2, "thermo"));
+    let addr2 = start_server(&rt, short.clone());
+    let c = connect(driver(&w, 0), addr2, quick()).unwrap();
+    match Uplink::new(&c, addr2, quick()).unwrap().send(&batch(1, 0)) {
+        Err(UplinkError::Refused { detail, .. }) => {
+            assert!(detail.contains("session expired"), "{detail}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let audit = rt.block_on(auth.registry.store.audit_tail(100)).unwrap();
+    for reason in [
+        "decryption failed",
+        "replayed",
+        "unknown kid",
+        "session ended",
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|(k, _, o, d)| k == "oscore" && o == "refused" && d.contains(reason)),
+            "no audit entry for {reason}"
+        );
+    }
 }

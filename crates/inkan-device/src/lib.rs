@@ -425,3 +425,176 @@ pub fn connect<T: Transport + 'static>(
         session: done.session().clone(),
     })
 }
+
+/// Why sending over the OSCORE session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// OSCORE protection or verification failed.
+    #[error("OSCORE: {0}")]
+    Oscore(#[from] inkan_proto::oscore::OscoreError),
+    /// The EDHOC session cannot give an OSCORE context.
+    #[error("EDHOC: {0}")]
+    Edhoc(#[from] inkan_proto::edhoc::EdhocError),
+    /// The network.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// No answer after the retransmissions.
+    #[error("no answer from the cloud after {0} attempts")]
+    Timeout(u32),
+    /// The cloud refused the request (unprotected 4.01/4.00: the session
+    /// is unknown, ended or expired, or the message did not verify), or
+    /// answered a verified request with an error.
+    #[error("the cloud refused ({code}): {detail}")]
+    Refused {
+        /// CoAP response code.
+        code: String,
+        /// The diagnostic.
+        detail: String,
+    },
+    /// A message that does not encode or parse.
+    #[error("malformed CoAP: {0}")]
+    Coap(String),
+}
+
+/// The device's OSCORE channel to the cloud, keyed from its EDHOC session
+/// (RFC 9528 Appendix A.1). It is never persisted: after a restart the
+/// device runs EDHOC again and gets a fresh context, so a sequence number
+/// is never used twice under one key.
+pub struct Uplink {
+    ctx: inkan_proto::oscore::SecurityContext,
+    udp: std::net::UdpSocket,
+    next_mid: u16,
+    rt: Retransmission,
+}
+
+impl Uplink {
+    /// The uplink of a connected device.
+    pub fn new(
+        c: &Connected,
+        cloud: std::net::SocketAddr,
+        rt: Retransmission,
+    ) -> Result<Uplink, UplinkError> {
+        let params =
+            inkan_proto::oscore::ContextParams::from_edhoc(&c.session, true, &c.c_i, &c.c_r)?;
+        let ctx = inkan_proto::oscore::SecurityContext::derive(&params)?;
+        let bind: std::net::SocketAddr = if cloud.is_ipv4() {
+            ([127, 0, 0, 1], 0).into()
+        } else {
+            (std::net::Ipv6Addr::LOCALHOST, 0).into()
+        };
+        let udp = std::net::UdpSocket::bind(bind)?;
+        udp.connect(cloud)?;
+        let mut m = [0u8; 2];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut m);
+        Ok(Uplink {
+            ctx,
+            udp,
+            next_mid: u16::from_be_bytes(m),
+            rt,
+        })
+    }
+
+    /// The OSCORE context (for inspection and export).
+    pub fn context(&self) -> &inkan_proto::oscore::SecurityContext {
+        &self.ctx
+    }
+
+    /// Sends a batch of readings; returns how many the cloud stored (it
+    /// answers only after they are durable).
+    pub fn send(
+        &mut self,
+        readings: &[inkan_proto::telemetry::Reading],
+    ) -> Result<u64, UplinkError> {
+        let payload = inkan_proto::telemetry::encode_batch(readings);
+        let rsp = self.request(
+            coap_lite::RequestType::Post,
+            inkan_proto::telemetry::PATH,
+            payload,
+        )?;
+        let mut d = inkan_proto::cbor::Decoder::new(&rsp.payload);
+        let n = d
+            .int()
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| UplinkError::Coap("acknowledgement is not a count".into()))?;
+        Ok(n)
+    }
+
+    /// A protected confirmable request; returns the verified response.
+    pub fn request(
+        &mut self,
+        method: coap_lite::RequestType,
+        path: &str,
+        payload: Vec<u8>,
+    ) -> Result<coap_lite::Packet, UplinkError> {
+        use coap_lite::{CoapOption, MessageClass, MessageType, Packet};
+        let mid = self.next_mid;
+        self.next_mid = self.next_mid.wrapping_add(1);
+        let mut token = [0u8; 4];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
+        let mut req = Packet::new();
+        req.header.set_type(MessageType::Confirmable);
+        req.header.message_id = mid;
+        req.header.code = MessageClass::Request(method);
+        req.set_token(token.to_vec());
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            req.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+        }
+        req.payload = payload;
+        let (protected, binding) = self.ctx.protect_request(&req)?;
+        let bytes = protected
+            .to_bytes_unlimited()
+            .map_err(|e| UplinkError::Coap(format!("{e:?}")))?;
+        let mut timeout = self.rt.ack_timeout;
+        let mut buf = vec![0u8; 16 * 1024];
+        for _ in 0..=self.rt.max_retransmit {
+            self.udp.send(&bytes)?;
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                self.udp.set_read_timeout(Some(left))?;
+                let n = match self.udp.recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let Ok(rsp) = Packet::from_bytes(&buf[..n]) else {
+                    continue;
+                };
+                if rsp.header.message_id != mid || rsp.get_token() != token {
+                    continue;
+                }
+                if rsp.get_first_option(CoapOption::Oscore).is_none() {
+                    return Err(UplinkError::Refused {
+                        code: rsp.header.code.to_string(),
+                        detail: String::from_utf8_lossy(&rsp.payload).into_owned(),
+                    });
+                }
+                let inner = self.ctx.unprotect_response(&rsp, &binding)?;
+                let ok = matches!(
+                    inner.header.code,
+                    MessageClass::Response(c) if u8::from(MessageClass::Response(c)) >> 5 == 2
+                );
+                if !ok {
+                    return Err(UplinkError::Refused {
+                        code: inner.header.code.to_string(),
+                        detail: String::from_utf8_lossy(&inner.payload).into_owned(),
+                    });
+                }
+                return Ok(inner);
+            }
+            timeout *= 2;
+        }
+        Err(UplinkError::Timeout(self.rt.max_retransmit + 1))
+    }
+}

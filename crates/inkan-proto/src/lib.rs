@@ -4,3 +4,4 @@ pub mod cbor;
 pub mod coap;
 pub mod edhoc;
 pub mod oscore;
+pub mod telemetry;

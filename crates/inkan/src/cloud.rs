@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Most EDHOC exchanges pending at once.
     #[arg(long, default_value_t = 10_000)]
     max_pending: i64,
+    /// Seconds a device session (and its OSCORE context) lives.
+    #[arg(long, default_value_t = 86_400)]
+    session_ttl: i64,
 }
 
 /// Loads the cloud identity from an encrypted key file.
@@ -95,6 +98,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             Limits {
                 ttl_secs: a.exchange_ttl,
                 max_pending: a.max_pending,
+                session_ttl_secs: a.session_ttl,
             },
         ));
         let sock = tokio::net::UdpSocket::bind(a.coap)

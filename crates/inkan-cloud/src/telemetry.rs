@@ -1,0 +1,205 @@
+//! OSCORE-protected requests from authenticated devices (RFC 8613): the
+//! kid names the session (its C_R), whose wrapped secrets and replay window
+//! live in the store, so any replica can serve any device. A reading is
+//! acknowledged only after the transaction that stores it, and advances the
+//! replay window, has committed.
+
+use crate::auth::AuthService;
+use crate::store::{SessionRow, StoreError};
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use inkan_proto::oscore::{
+    ContextParams, OscoreError, OscoreOption, ReplayWindow, SecurityContext,
+};
+use inkan_proto::telemetry::{decode_batch, BatchError};
+
+/// Why a protected request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// OSCORE verification failed.
+    #[error("OSCORE: {0}")]
+    Oscore(#[from] OscoreError),
+    /// The kid names no session.
+    #[error("unknown kid: no session")]
+    UnknownSession,
+    /// The session was ended (its device revoked or suspended).
+    #[error("session ended")]
+    SessionEnded,
+    /// The session is past its lifetime: run EDHOC again.
+    #[error("session expired: authenticate again")]
+    SessionExpired,
+    /// The session's stored secrets do not unwrap (another cloud key).
+    #[error("session secrets unavailable")]
+    Unwrap,
+    /// The batch inside a valid request is malformed.
+    #[error("{0}")]
+    Batch(#[from] BatchError),
+    /// No such resource.
+    #[error("no resource {0}")]
+    NotFound(String),
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A response packet mirroring the request's type, message id and token.
+fn response_to(req: &Packet, code: ResponseType) -> Packet {
+    let mut p = Packet::new();
+    p.header
+        .set_type(if req.header.get_type() == MessageType::Confirmable {
+            MessageType::Acknowledgement
+        } else {
+            MessageType::NonConfirmable
+        });
+    p.header.message_id = req.header.message_id;
+    p.header.code = MessageClass::Response(code);
+    p.set_token(req.get_token().to_vec());
+    p
+}
+
+/// The OSCORE context of a stored session, with its replay window.
+fn context_of(auth: &AuthService, s: &SessionRow) -> Result<SecurityContext, TelemetryError> {
+    let blob = s.oscore.as_deref().ok_or(TelemetryError::Unwrap)?;
+    let secret = auth
+        .identity()
+        .unwrap(&s.c_r, blob)
+        .ok_or(TelemetryError::Unwrap)?;
+    if secret.len() != 24 {
+        return Err(TelemetryError::Unwrap);
+    }
+    let hexd = |h: &str| hex::decode(h).map_err(|_| TelemetryError::Unwrap);
+    let mut ctx = SecurityContext::derive(&ContextParams {
+        master_secret: zeroize::Zeroizing::new(secret[..16].to_vec()),
+        master_salt: secret[16..].to_vec(),
+        id_context: None,
+        sender_id: hexd(&s.c_i)?,
+        recipient_id: hexd(&s.c_r)?,
+    })?;
+    ctx.replay = ReplayWindow {
+        highest: s.replay_high.and_then(|h| u64::try_from(h).ok()),
+        seen: u64::from_ne_bytes(s.replay_bits.to_ne_bytes()),
+    };
+    Ok(ctx)
+}
+
+/// Handles one OSCORE-protected request; returns the response to send
+/// (protected when the request verified, a plain 4.01/4.00 otherwise).
+pub async fn handle(auth: &AuthService, req: &Packet, peer: &str) -> Packet {
+    match handle_inner(auth, req).await {
+        Ok(rsp) => rsp,
+        Err((e, protected)) => {
+            let _ = auth
+                .registry
+                .store
+                .audit(None, "oscore", peer, "refused", &e.to_string())
+                .await;
+            if let Some(p) = protected {
+                return p;
+            }
+            let code = match &e {
+                TelemetryError::Oscore(OscoreError::Malformed(_)) => ResponseType::BadRequest,
+                TelemetryError::Store(_) => ResponseType::InternalServerError,
+                _ => ResponseType::Unauthorized,
+            };
+            let mut p = response_to(req, code);
+            p.payload = e.to_string().into_bytes();
+            p
+        }
+    }
+}
+
+type Refusal = (TelemetryError, Option<Packet>);
+
+async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusal> {
+    let plain = |e: TelemetryError| (e, None);
+    let opt = req
+        .get_first_option(CoapOption::Oscore)
+        .ok_or(plain(OscoreError::NotProtected.into()))?;
+    let kid = OscoreOption::decode(opt)
+        .map_err(|e| plain(e.into()))?
+        .kid
+        .ok_or(plain(OscoreError::UnknownKid.into()))?;
+    let store = &auth.registry.store;
+    // A concurrent request of the same session (or another replica) may
+    // move the replay window between our read and our write: re-check.
+    for _ in 0..8 {
+        let s = store
+            .session_by_c_r(&hex::encode(&kid))
+            .await
+            .map_err(|e| plain(e.into()))?
+            .ok_or(plain(TelemetryError::UnknownSession))?;
+        if s.ended.is_some() {
+            return Err(plain(TelemetryError::SessionEnded));
+        }
+        if crate::store::now() > s.expires {
+            return Err(plain(TelemetryError::SessionExpired));
+        }
+        let mut ctx = context_of(auth, &s).map_err(plain)?;
+        let (inner, binding) = ctx.unprotect_request(req).map_err(|e| plain(e.into()))?;
+        let seq = binding
+            .piv
+            .iter()
+            .fold(0i64, |a, b| (a << 8) | i64::from(*b));
+        // The request is authentic from here on: answers are protected.
+        let respond = |ctx: &mut SecurityContext, code: ResponseType, payload: Vec<u8>| {
+            let mut r = response_to(&inner, code);
+            r.payload = payload;
+            ctx.protect_response(&r, &binding, false)
+        };
+        let path: Vec<String> = inner
+            .get_option(CoapOption::UriPath)
+            .map(|l| {
+                l.iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let is_post = inner.header.code == MessageClass::Request(RequestType::Post);
+        if !(is_post && path == [inkan_proto::telemetry::PATH]) {
+            let e = TelemetryError::NotFound(path.join("/"));
+            let p = respond(&mut ctx, ResponseType::NotFound, e.to_string().into_bytes())
+                .map_err(|e| plain(e.into()))?;
+            return Err((e, Some(p)));
+        }
+        let batch = match decode_batch(&inner.payload) {
+            Ok(b) => b,
+            Err(e) => {
+                let p = respond(
+                    &mut ctx,
+                    ResponseType::BadRequest,
+                    e.to_string().into_bytes(),
+                )
+                .map_err(|e| plain(e.into()))?;
+                return Err((e.into(), Some(p)));
+            }
+        };
+        let rows: Vec<(i64, i64, Vec<u8>)> = batch
+            .into_iter()
+            .map(|r| {
+                (
+                    i64::try_from(r.time_ms).unwrap_or(i64::MAX),
+                    i64::from(r.channel),
+                    r.value,
+                )
+            })
+            .collect();
+        let window = (
+            ctx.replay
+                .highest
+                .and_then(|h| i64::try_from(h).ok())
+                .unwrap_or(-1),
+            i64::from_ne_bytes(ctx.replay.seen.to_ne_bytes()),
+        );
+        if store
+            .ingest(&s, seq, &rows, window)
+            .await
+            .map_err(|e| plain(e.into()))?
+        {
+            let mut ack = Vec::new();
+            inkan_proto::cbor::int(&mut ack, i64::try_from(rows.len()).unwrap_or(0));
+            return respond(&mut ctx, ResponseType::Changed, ack).map_err(|e| plain(e.into()));
+        }
+    }
+    Err(plain(TelemetryError::Store(StoreError::Corrupt(
+        "replay window kept moving".into(),
+    ))))
+}

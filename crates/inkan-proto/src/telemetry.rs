@@ -1,0 +1,120 @@
+//! The telemetry payload a device POSTs to `/telemetry` under OSCORE: a
+//! CBOR array of readings, each `[time_ms, channel, value]` with the value
+//! an opaque byte string of at most [`MAX_VALUE`] bytes.
+
+use crate::cbor::{self, CborError, Decoder};
+
+/// Most readings in one batch.
+pub const MAX_BATCH: usize = 1000;
+/// Largest reading value.
+pub const MAX_VALUE: usize = 64;
+/// The resource readings are posted to.
+pub const PATH: &str = "telemetry";
+
+/// One reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reading {
+    /// Milliseconds since the Unix epoch, by the device's clock.
+    pub time_ms: u64,
+    /// Which sensor channel.
+    pub channel: u32,
+    /// The measurement, encoded by the device (at most 64 bytes).
+    pub value: Vec<u8>,
+}
+
+/// Why a batch is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Not the expected CBOR.
+    #[error("malformed batch: {0}")]
+    Cbor(#[from] CborError),
+    /// The shape is wrong.
+    #[error("malformed batch: {0}")]
+    Shape(&'static str),
+    /// Too many readings or too large a value.
+    #[error("batch too large: {0}")]
+    TooLarge(&'static str),
+}
+
+/// Encodes a batch.
+pub fn encode_batch(readings: &[Reading]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + readings.len() * 80);
+    cbor::array(&mut out, readings.len());
+    for r in readings {
+        cbor::array(&mut out, 3);
+        cbor::int(&mut out, i64::try_from(r.time_ms).unwrap_or(i64::MAX));
+        cbor::int(&mut out, i64::from(r.channel));
+        cbor::bstr(&mut out, &r.value);
+    }
+    out
+}
+
+/// Decodes a batch, strictly: exactly one array of well-formed readings and
+/// nothing after it.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Reading>, BatchError> {
+    let mut d = Decoder::new(bytes);
+    let n = d.array()?;
+    if n == 0 {
+        return Err(BatchError::Shape("empty batch"));
+    }
+    if n > MAX_BATCH {
+        return Err(BatchError::TooLarge("more than 1000 readings"));
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        if d.array()? != 3 {
+            return Err(BatchError::Shape("a reading is [time_ms, channel, value]"));
+        }
+        let time_ms = u64::try_from(d.int()?).map_err(|_| BatchError::Shape("negative time"))?;
+        let channel =
+            u32::try_from(d.int()?).map_err(|_| BatchError::Shape("channel out of range"))?;
+        let value = d.bstr()?;
+        if value.len() > MAX_VALUE {
+            return Err(BatchError::TooLarge("a value longer than 64 bytes"));
+        }
+        out.push(Reading {
+            time_ms,
+            channel,
+            value: value.to_vec(),
+        });
+    }
+    if !d.is_empty() {
+        return Err(BatchError::Shape("bytes after the batch"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let b = vec![
+            Reading {
+                time_ms: 1_700_000_000_000,
+                channel: 3,
+                value: vec![7; 64],
+            },
+            Reading {
+                time_ms: 0,
+                channel: 0,
+                value: vec![],
+            },
+        ];
+        assert_eq!(decode_batch(&encode_batch(&b)), Ok(b.clone()));
+        let mut long = b.clone();
+        long[0].value = vec![0; 65];
+        assert!(matches!(
+            decode_batch(&encode_batch(&long)),
+            Err(BatchError::TooLarge(_))
+        ));
+        let mut trailing = encode_batch(&b);
+        trailing.push(0);
+        assert!(matches!(decode_batch(&trailing), Err(BatchError::Shape(_))));
+        assert!(decode_batch(&[0x80]).is_err());
+        assert!(decode_batch(&[0x81, 0x82, 0x00, 0x00]).is_err());
+        assert!(decode_batch(&[0x81, 0x83, 0x20, 0x00, 0x40]).is_err());
+        assert!(decode_batch(&[0x9f]).is_err());
+    }
+}
