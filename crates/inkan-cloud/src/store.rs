@@ -999,6 +999,48 @@ impl Store {
         new_window: (i64, i64),
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        Self::insert_readings(&mut tx, session, piv, readings).await?;
+        let n = sqlx::query(
+            "UPDATE sessions SET replay_high = $1, replay_bits = $2 WHERE id = $3 \
+             AND COALESCE(replay_high, -1) = $4 AND COALESCE(replay_bits, 0) = $5",
+        )
+        .bind(new_window.0)
+        .bind(new_window.1)
+        .bind(&session.id)
+        .bind(session.replay_high.unwrap_or(-1))
+        .bind(session.replay_bits)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Inserts readings with the statements [`Store::ingest`] uses, in one
+    /// transaction, without the session checks: the raw reference of the
+    /// telemetry benchmark.
+    pub async fn insert_readings_raw(
+        &self,
+        session: &SessionRow,
+        piv: i64,
+        readings: &[(i64, i64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        Self::insert_readings(&mut tx, session, piv, readings).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_readings(
+        conn: &mut sqlx::AnyConnection,
+        session: &SessionRow,
+        piv: i64,
+        readings: &[(i64, i64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
         let received = now();
         let mut at = 0;
         for size in reading_chunks(readings.len()) {
@@ -1019,27 +1061,10 @@ impl Store {
                     .bind(value.clone())
                     .bind(received);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut *conn).await?;
             at += size;
         }
-        let n = sqlx::query(
-            "UPDATE sessions SET replay_high = $1, replay_bits = $2 WHERE id = $3 \
-             AND COALESCE(replay_high, -1) = $4 AND COALESCE(replay_bits, 0) = $5",
-        )
-        .bind(new_window.0)
-        .bind(new_window.1)
-        .bind(&session.id)
-        .bind(session.replay_high.unwrap_or(-1))
-        .bind(session.replay_bits)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Readings of a tenant's devices, oldest first, after the cursor

@@ -37,6 +37,21 @@ pub enum Which {
     /// per handshake next to the raw cost of the responder's cryptography;
     /// and manifest import rate next to raw inserts.
     Auth(AuthArgs),
+    /// Readings ingested over OSCORE per second (64-byte readings, batches
+    /// of 100, stored before the acknowledgement) beside raw inserts of the
+    /// same rows into the same store, with the ratio.
+    #[command(after_help = "Example:\n  inkan bench telemetry --devices 8 --batches 100")]
+    Telemetry {
+        /// Devices sending at the same time.
+        #[arg(long, default_value_t = 8)]
+        devices: usize,
+        /// Batches per device.
+        #[arg(long, default_value_t = 100)]
+        batches: usize,
+        /// Readings per batch.
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+    },
 }
 
 /// Options of `inkan bench auth`.
@@ -66,6 +81,11 @@ pub fn run(w: Which) -> Result<()> {
     match w {
         Which::Se { seconds, chips } => se(Duration::from_secs_f64(seconds), chips),
         Which::Factory { chips } => factory(chips),
+        Which::Telemetry {
+            devices,
+            batches,
+            batch_size,
+        } => crate::bench_telemetry::run(devices, batches, batch_size),
         Which::Auth(a) => {
             crate::bench_auth::run(a.devices, a.concurrency, a.manifest, &a.registered)
         }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat
         .rsplit_once(')')
@@ -31,13 +31,106 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 }
 
 /// `per_mille` of 500 is the median, 990 the 99th percentile.
-fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
+pub fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
     // Nearest-rank percentile on the sorted sample.
     let rank = (sorted.len() - 1) * per_mille / 1000;
     sorted[rank.min(sorted.len() - 1)]
+}
+
+/// A shared emulated chip behind its driver.
+pub type Chip0 = Arc<Mutex<Driver<InProcess>>>;
+
+/// A factory in a temporary directory with a P-256 family "bench" and
+/// `devices` personalized in-memory chips (keys born in each chip), each
+/// with its host session open.
+pub fn fleet(devices: usize) -> Result<(tempfile::TempDir, Factory, Vec<Chip0>)> {
+    let dir = tempfile::tempdir()?;
+    let secrets = Secrets {
+        passphrase: Some(zeroize::Zeroizing::new(b"bench".to_vec())),
+        pin: None,
+    };
+    let f = Factory::init(
+        &dir.path().join("factory"),
+        InitOptions {
+            organization: "bench".into(),
+            curve: KeyCurve::P256,
+            policy: CertPolicy::default(),
+            keys: KeyStore::File,
+            anchors: None,
+        },
+        secrets,
+    )?;
+    f.create_family("bench", KeyCurve::P256, true)?;
+    let t = Instant::now();
+    let cfg = BatchConfig {
+        family: "bench".into(),
+        count: 0,
+        personality: Personality::A120,
+    };
+    let mut p = Personalizer::open(&f, "bench", "bench-1", &cfg)?;
+    let mut fleet = Vec::with_capacity(devices);
+    for _ in 0..devices {
+        let mut d = Driver::new(InProcess::new(Chip::new_random(Personality::A120)))?;
+        p.personalize(&mut d, None)?;
+        let serial = hex::encode_upper(d.serial().unwrap_or_default());
+        d.open_session(
+            p.device_secrets(&serial)?
+                .host_keys()
+                .context("host keys")?,
+        )?;
+        fleet.push(Arc::new(Mutex::new(d)));
+    }
+    println!(
+        "  personalized {devices} chips in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok((dir, f, fleet))
+}
+
+/// Registers the family "bench" in the store at `db` (proof of possession);
+/// returns the tenant and family ids.
+pub async fn register_bench_family(f: &Factory, db: &str) -> Result<(String, String)> {
+    let store = inkan_cloud::Store::open(db).await?;
+    let reg = inkan_cloud::Registry::new(store);
+    let tenant = reg.store.ensure_tenant("bench").await?;
+    let (_, fam) = f.family("bench")?;
+    let key = f.signer("family-bench")?;
+    let proof = inkan_pki::signer::sign_raw(
+        &*key,
+        &inkan_cloud::registry::pop_challenge(&tenant, &fam.der),
+    )?;
+    let id = reg
+        .register_family(&tenant, "bench", &fam.der, &proof)
+        .await?;
+    Ok((tenant, id))
+}
+
+/// Starts `inkan serve` on the store `db` in its own process, CoAP on a
+/// free loopback port.
+pub fn spawn_serve(f: &Factory, db: &str) -> Result<(std::process::Child, std::net::SocketAddr)> {
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        s.local_addr()?.port()
+    };
+    let server = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "serve",
+            "--db",
+            db,
+            "--coap",
+            &format!("127.0.0.1:{port}"),
+            "--cloud-key",
+        ])
+        .arg(f.dir().join("keys/dev-cloud-auth.key.pem"))
+        .args(["--max-pending", "100000"])
+        .env("INKAN_CA_PASSPHRASE", "bench")
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(700));
+    Ok((server, ([127, 0, 0, 1], port).into()))
 }
 
 /// One measured round.
@@ -66,48 +159,7 @@ pub fn run(
         bail!("--registered {s} is smaller than --devices {devices}");
     }
     println!("inkan bench auth: {devices} distinct devices, {concurrency} at a time; inkan serve on SQLite in its own process");
-    let dir = tempfile::tempdir()?;
-    let secrets = Secrets {
-        passphrase: Some(zeroize::Zeroizing::new(b"bench".to_vec())),
-        pin: None,
-    };
-    let f = Factory::init(
-        &dir.path().join("factory"),
-        InitOptions {
-            organization: "bench".into(),
-            curve: KeyCurve::P256,
-            policy: CertPolicy::default(),
-            keys: KeyStore::File,
-            anchors: None,
-        },
-        secrets,
-    )?;
-    f.create_family("bench", KeyCurve::P256, true)?;
-
-    // Personalize the devices in memory (keys born in each chip).
-    let t = Instant::now();
-    let cfg = BatchConfig {
-        family: "bench".into(),
-        count: 0,
-        personality: Personality::A120,
-    };
-    let mut p = Personalizer::open(&f, "bench", "bench-1", &cfg)?;
-    let mut fleet = Vec::with_capacity(devices);
-    for _ in 0..devices {
-        let mut d = Driver::new(InProcess::new(Chip::new_random(Personality::A120)))?;
-        p.personalize(&mut d, None)?;
-        let serial = hex::encode_upper(d.serial().unwrap_or_default());
-        d.open_session(
-            p.device_secrets(&serial)?
-                .host_keys()
-                .context("host keys")?,
-        )?;
-        fleet.push(Arc::new(Mutex::new(d)));
-    }
-    println!(
-        "  personalized {devices} chips in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    let (dir, f, fleet) = fleet(devices)?;
     let rt = tokio::runtime::Runtime::new()?;
     let mut rows = Vec::new();
     for (k, size) in sizes.iter().enumerate() {
@@ -182,18 +234,9 @@ fn rounds(
     let db_s = db.to_string_lossy().to_string();
     let filler = registered - fleet.len();
     rt.block_on(async {
-        let store = inkan_cloud::Store::open(&db_s).await?;
-        let reg = inkan_cloud::Registry::new(store);
-        let tenant = reg.store.ensure_tenant("bench").await?;
+        let (tenant, fam_id) = register_bench_family(f, &db_s).await?;
+        let reg = inkan_cloud::Registry::new(inkan_cloud::Store::open(&db_s).await?);
         let (_, fam) = f.family("bench")?;
-        let key = f.signer("family-bench")?;
-        let proof = inkan_pki::signer::sign_raw(
-            &*key,
-            &inkan_cloud::registry::pop_challenge(&tenant, &fam.der),
-        )?;
-        let fam_id = reg
-            .register_family(&tenant, "bench", &fam.der, &proof)
-            .await?;
         if filler > 0 {
             let t = Instant::now();
             // Synthetic devices: unique serials and fingerprints, a
@@ -232,26 +275,7 @@ fn rounds(
         }
         anyhow::Ok(())
     })?;
-    let port = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        s.local_addr()?.port()
-    };
-    let mut server = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "serve",
-            "--db",
-            &db_s,
-            "--coap",
-            &format!("127.0.0.1:{port}"),
-            "--cloud-key",
-        ])
-        .arg(f.dir().join("keys/dev-cloud-auth.key.pem"))
-        .args(["--max-pending", "100000"])
-        .env("INKAN_CA_PASSPHRASE", "bench")
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    std::thread::sleep(Duration::from_millis(700));
+    let (mut server, addr) = spawn_serve(f, &db_s)?;
     let result = (|| -> Result<Vec<Round>> {
         let rt_args = inkan_device::Retransmission {
             ack_timeout: Duration::from_secs(2),
