@@ -140,6 +140,61 @@ Example:
         #[arg(long)]
         device_secrets: PathBuf,
     },
+    /// Stay connected: authenticate, then send readings from a simulated
+    /// sensor under OSCORE at a fixed interval; authenticate again when
+    /// the session ends or expires.
+    #[command(after_help = "\
+Example:
+  inkan device run --se unix:/tmp/se.sock --cloud coap://127.0.0.1:5683 --device-secrets 0A1B….json --interval-ms 1000 --batch 10")]
+    Run {
+        /// The secure element: unix:PATH, tcp:127.0.0.1:PORT or i2c:/dev/i2c-N.
+        #[arg(long)]
+        se: Address,
+        /// The cloud's device endpoint.
+        #[arg(long, default_value = "coap://127.0.0.1:5683")]
+        cloud: String,
+        /// The device secrets file the factory wrote (host MAC keys).
+        #[arg(long)]
+        device_secrets: PathBuf,
+        /// Milliseconds between batches.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Readings per batch.
+        #[arg(long, default_value_t = 10)]
+        batch: usize,
+        /// Stop after this many batches (0: run until killed).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+}
+
+/// A simulated temperature sensor: a slow sine around 21 °C with noise,
+/// each reading an 8-byte big-endian IEEE 754 value in milli-degrees.
+struct Sensor {
+    t0: std::time::Instant,
+}
+
+impl Sensor {
+    fn read(&self, n: usize) -> Vec<inkan_proto::telemetry::Reading> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        (0..n)
+            .map(|i| {
+                let t = self.t0.elapsed().as_secs_f64() + i as f64 * 0.001;
+                let mut noise = [0u8; 1];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut noise);
+                let celsius =
+                    21.0 + 2.0 * (t / 60.0).sin() + (f64::from(noise[0]) - 127.5) / 1000.0;
+                inkan_proto::telemetry::Reading {
+                    time_ms: now_ms + u64::try_from(i).unwrap_or(0),
+                    channel: 0,
+                    value: celsius.to_be_bytes().to_vec(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Parses `coap://host:port`.
@@ -152,29 +207,81 @@ pub fn coap_addr(s: &str) -> Result<SocketAddr> {
         .map_err(|_| anyhow!("{s:?} is not coap://IP:PORT"))
 }
 
+/// Reads a device secrets file and opens the host session with the chip.
+fn open_device(
+    se: &Address,
+    device_secrets: &std::path::Path,
+) -> Result<Driver<Box<dyn inkan_se::transport::Transport>>> {
+    let secrets: inkan_factory::personalize::DeviceSecrets = serde_json::from_slice(
+        &std::fs::read(device_secrets)
+            .with_context(|| format!("reading {}", device_secrets.display()))?,
+    )
+    .with_context(|| format!("{} is not a device secrets file", device_secrets.display()))?;
+    let keys = secrets
+        .host_keys()
+        .ok_or_else(|| anyhow!("{} holds no host keys", device_secrets.display()))?;
+    let t = transport::connect(se)
+        .with_context(|| format!("connecting to the secure element at {se}"))?;
+    let mut d = Driver::new(t)?;
+    d.open_session(keys)?;
+    Ok(d)
+}
+
 /// Runs `inkan device`.
 pub fn device(c: DeviceCmd) -> Result<()> {
     match c {
+        DeviceCmd::Run {
+            se,
+            cloud,
+            device_secrets,
+            interval_ms,
+            batch,
+            count,
+        } => {
+            let cloud = coap_addr(&cloud)?;
+            let d = Arc::new(Mutex::new(open_device(&se, &device_secrets)?));
+            let rt = inkan_device::Retransmission::default();
+            let sensor = Sensor {
+                t0: std::time::Instant::now(),
+            };
+            let mut sent = 0u64;
+            let mut uplink: Option<inkan_device::Uplink> = None;
+            while count == 0 || sent < count {
+                let up = match &mut uplink {
+                    Some(u) => u,
+                    None => {
+                        let c = inkan_device::connect(d.clone(), cloud, rt)?;
+                        println!(
+                            "authenticated: device {} (suite {}), OSCORE context derived",
+                            c.serial,
+                            c.suite.id()
+                        );
+                        uplink.insert(inkan_device::Uplink::new(&c, cloud, rt)?)
+                    }
+                };
+                match up.send(&sensor.read(batch)) {
+                    Ok(n) => {
+                        sent += 1;
+                        println!("batch {sent}: {n} readings stored");
+                    }
+                    // The session ended or expired: authenticate again.
+                    Err(inkan_device::UplinkError::Refused { code, detail }) if code == "4.01" => {
+                        println!("the cloud refused the session ({detail}); authenticating again");
+                        uplink = None;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(interval_ms));
+            }
+        }
         DeviceCmd::Connect {
             se,
             cloud,
             device_secrets,
         } => {
             let cloud = coap_addr(&cloud)?;
-            let secrets: inkan_factory::personalize::DeviceSecrets = serde_json::from_slice(
-                &std::fs::read(&device_secrets)
-                    .with_context(|| format!("reading {}", device_secrets.display()))?,
-            )
-            .with_context(|| {
-                format!("{} is not a device secrets file", device_secrets.display())
-            })?;
-            let keys = secrets
-                .host_keys()
-                .ok_or_else(|| anyhow!("bad host keys in {}", device_secrets.display()))?;
-            let t = transport::connect(&se)
-                .with_context(|| format!("connecting to the secure element at {se}"))?;
-            let mut d = Driver::new(t)?;
-            d.open_session(keys)?;
+            let d = open_device(&se, &device_secrets)?;
             let c = inkan_device::connect(
                 Arc::new(Mutex::new(d)),
                 cloud,
@@ -191,8 +298,9 @@ pub fn device(c: DeviceCmd) -> Result<()> {
                 hex::encode(&c.c_r.0)
             );
             println!(
-                "  OSCORE master secret {}…  salt {}",
-                &hex::encode(&*c.session.oscore_master_secret()?)[..8],
+                "  OSCORE: Sender ID {} (C_R), Recipient ID {} (C_I), master salt {}",
+                hex::encode(&c.c_r.0),
+                hex::encode(&c.c_i.0),
                 hex::encode(&*c.session.oscore_master_salt()?)
             );
         }

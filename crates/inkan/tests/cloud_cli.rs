@@ -2,7 +2,8 @@
 //! `inkan se serve` puts it on a socket, `inkan serve` runs the cloud,
 //! `inkan cloud` registers the family over the operator API, and
 //! `inkan device connect` authenticates the chip; then the operator revokes
-//! it and the next connection is refused.
+//! it and the next connection is refused. And `inkan device run` streams
+//! readings while the service is killed: nothing acknowledged is lost.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -203,4 +204,216 @@ fn factory_cloud_and_device_through_the_cli() {
     se.kill().unwrap();
     cloud.kill().unwrap();
     let _ = (se.wait(), cloud.wait());
+}
+
+/// A fresh database: a SQLite file in `dir`, or a new database in the
+/// throwaway PostgreSQL cluster scripts/test.sh starts.
+fn fresh_db(postgres: bool, dir: &Path) -> String {
+    if !postgres {
+        return dir.join("crash.db").to_str().unwrap().to_string();
+    }
+    let admin = std::env::var("INKAN_TEST_POSTGRES")
+        .expect("INKAN_TEST_POSTGRES is not set: run scripts/test.sh, which starts a throwaway PostgreSQL cluster");
+    let name = format!(
+        "inkan_crash_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+fn spawn_serve(d: &Path, db: &str, coap: u16, api: u16) -> Child {
+    let mut c = inkan(d)
+        .args([
+            "serve",
+            "--db",
+            db,
+            "--coap",
+            &format!("127.0.0.1:{coap}"),
+            "--api",
+            &format!("127.0.0.1:{api}"),
+        ])
+        .arg("--cloud-key")
+        .arg(d.join("factory/keys/dev-cloud-auth.key.pem"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_banner(&mut c);
+    c
+}
+
+/// `inkan device run` streams readings; `inkan serve` is killed with
+/// SIGKILL in the middle. Every batch the device saw acknowledged is in
+/// the store after a restart (at most the batch in flight is stored
+/// without its acknowledgement having arrived).
+fn readings_acknowledged_before_a_kill_9_survive(postgres: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for args in [
+        vec!["factory", "init", "--org", "Crash Org"],
+        vec!["factory", "family", "create", "meter"],
+        vec![
+            "factory",
+            "personalize",
+            "--family",
+            "meter",
+            "--count",
+            "1",
+            "--batch",
+            "m1",
+        ],
+    ] {
+        ok(inkan(d).args(&args).output().unwrap());
+    }
+    let chip = std::fs::read_dir(d.join("factory/batches/m1/chips"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let secrets = std::fs::read_dir(d.join("factory/batches/m1/devices"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let sock = d.join("se.sock");
+    let mut se = inkan(d)
+        .args([
+            "se",
+            "serve",
+            "--listen",
+            &format!("unix:{}", sock.display()),
+            "--state",
+        ])
+        .arg(&chip)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_banner(&mut se);
+    let db = fresh_db(postgres, d);
+    let boot = ok(inkan(d)
+        .args(["cloud", "bootstrap", "--db", &db, "--tenant", "acme"])
+        .output()
+        .unwrap());
+    let token = boot
+        .split("admin token (shown once): ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let (coap, api) = (free_port(true), free_port(false));
+    let mut cloud = spawn_serve(d, &db, coap, api);
+    let api_url = format!("http://127.0.0.1:{api}");
+    let cloud_cmd = |args: &[&str]| {
+        inkan(d)
+            .args(["cloud", "--api", &api_url, "--token", &token])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(cloud_cmd(&[
+        "family",
+        "register",
+        "--name",
+        "meter",
+        "--cert",
+        d.join("factory/families/meter/family.crt.pem")
+            .to_str()
+            .unwrap(),
+        "--key",
+        d.join("factory/keys/family-meter.key.pem")
+            .to_str()
+            .unwrap(),
+    ]));
+
+    let mut run = inkan(d)
+        .args([
+            "device",
+            "run",
+            "--se",
+            &format!("unix:{}", sock.display()),
+            "--cloud",
+            &format!("coap://127.0.0.1:{coap}"),
+            "--interval-ms",
+            "2",
+            "--batch",
+            "10",
+        ])
+        .arg("--device-secrets")
+        .arg(&secrets)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = run.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Kill the service at a moment that depends on the clock: after 5 to
+    // 24 acknowledged batches.
+    let kill_after = 5 + usize::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            % 20,
+    )
+    .unwrap();
+    let mut acked = 0;
+    while acked < kill_after {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        if line.contains("readings stored") {
+            acked += 1;
+        }
+    }
+    cloud.kill().unwrap();
+    cloud.wait().unwrap();
+    // Acknowledgements already on their way still count.
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+        if line.contains("readings stored") {
+            acked += 1;
+        }
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    let mut cloud = spawn_serve(d, &db, coap, api);
+    let csv = ok(cloud_cmd(&["readings", "--format", "csv"]));
+    let stored = csv.lines().count() - 1;
+    assert!(
+        stored >= acked * 10 && stored <= (acked + 1) * 10,
+        "{acked} batches acknowledged, {stored} readings stored"
+    );
+    cloud.kill().unwrap();
+    se.kill().unwrap();
+}
+
+#[test]
+fn readings_survive_kill_9_on_sqlite() {
+    readings_acknowledged_before_a_kill_9_survive(false);
+}
+
+#[test]
+fn readings_survive_kill_9_on_postgres() {
+    readings_acknowledged_before_a_kill_9_survive(true);
 }
