@@ -405,7 +405,9 @@ fn readings_acknowledged_before_a_kill_9_survive(postgres: bool) {
         "{acked} batches acknowledged, {stored} readings stored"
     );
     cloud.kill().unwrap();
+    cloud.wait().unwrap();
     se.kill().unwrap();
+    se.wait().unwrap();
 }
 
 #[test]
