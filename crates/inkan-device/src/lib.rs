@@ -494,6 +494,12 @@ impl Uplink {
         })
     }
 
+    /// Sets the next sender sequence number (tests and demonstrations of
+    /// replay protection; normal use never rewinds it).
+    pub fn set_next_sequence(&mut self, next: u64) {
+        self.ctx.set_sender_sequence(next);
+    }
+
     /// The OSCORE context (for inspection and export).
     pub fn context(&self) -> &inkan_proto::oscore::SecurityContext {
         &self.ctx
