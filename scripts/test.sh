@@ -22,13 +22,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
 
-# Python linters in a venv: pkilint (RFC 5280 certificate linter).
+# Python tools in a venv: pkilint (RFC 5280 certificate linter) and aiocoap
+# (an OSCORE implementation nobody here wrote, for the interop test).
+[ -x .venv/bin/python ] || python3 -m venv .venv
 if [ ! -x .venv/bin/lint_pkix_cert ]; then
   echo "installing pkilint in .venv"
-  python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "pkilint==0.13.3"
 fi
+if ! .venv/bin/python -c 'import aiocoap.oscore' 2>/dev/null; then
+  echo "installing aiocoap in .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "aiocoap[oscore]==0.4.17"
+fi
 export INKAN_PKILINT="$PWD/.venv/bin/lint_pkix_cert"
+export INKAN_AIOCOAP_PYTHON="$PWD/.venv/bin/python"
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

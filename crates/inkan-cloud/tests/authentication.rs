@@ -1328,3 +1328,89 @@ fn readings_flow_under_oscore_and_attacks_are_refused(db: Db) {
         );
     }
 }
+
+/// OSCORE interop with an implementation nobody here wrote: aiocoap,
+/// given a security context exported from a device's EDHOC session,
+/// protects telemetry the cloud accepts (and aiocoap verifies the
+/// protected answer), while its tampered copy is refused. The Python
+/// interpreter of a venv with aiocoap is `INKAN_AIOCOAP_PYTHON`
+/// (scripts/test.sh installs it).
+#[test]
+fn aiocoap_oscore_interop() {
+    let python = std::env::var("INKAN_AIOCOAP_PYTHON").expect(
+        "INKAN_AIOCOAP_PYTHON is not set: run scripts/test.sh, which installs aiocoap in .venv",
+    );
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(
+        Db::Sqlite,
+        dir.path(),
+        &w.cloud_key,
+        Limits::default(),
+    ));
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, auth.clone());
+    let c = connect(driver(&w, 0), addr, quick()).unwrap();
+    // The device's side of the context, in aiocoap's settings.json form.
+    let p =
+        inkan_proto::oscore::ContextParams::from_edhoc(&c.session, true, &c.c_i, &c.c_r).unwrap();
+    let ctxdir = dir.path().join("aiocoap-context");
+    std::fs::create_dir(&ctxdir).unwrap();
+    std::fs::write(
+        ctxdir.join("settings.json"),
+        serde_json::json!({
+            "sender-id_hex": hex::encode(&p.sender_id),
+            "recipient-id_hex": hex::encode(&p.recipient_id),
+            "secret_hex": hex::encode(&*p.master_secret),
+            "salt_hex": hex::encode(&p.master_salt),
+            "algorithm": "AES-CCM-16-64-128",
+            "kdf-hashfun": "sha256",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let batch = inkan_proto::telemetry::encode_batch(&batch(3, 5_000));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/oscore_interop.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&ctxdir)
+        .arg("127.0.0.1")
+        .arg(addr.port().to_string())
+        .arg(hex::encode(&batch))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Accepted, answered under OSCORE, the answer verified by aiocoap:
+    // 2.04 carrying the count (CBOR 3).
+    assert_eq!(r["valid"]["code"], "2.04", "{r}");
+    assert_eq!(r["valid"]["inner_code"], "2.04", "{r}");
+    assert_eq!(r["valid"]["inner_payload_hex"], "03", "{r}");
+    // The tampered copy: 4.01, unprotected, with the reason.
+    assert_eq!(r["tampered"]["code"], "4.01", "{r}");
+    assert!(
+        r["tampered"]["diagnostic"]
+            .as_str()
+            .unwrap()
+            .contains("decryption failed"),
+        "{r}"
+    );
+    let rows = rt
+        .block_on(
+            auth.registry
+                .store
+                .readings(&tenant, None, None, 0, i64::MAX, None, 100),
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 3, "only the genuine request stored");
+    assert_eq!(rows[0].key.time, 5_000);
+}
