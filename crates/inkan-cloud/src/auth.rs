@@ -204,6 +204,8 @@ pub struct AuthService {
     pub registry: Registry,
     identity: CloudIdentity,
     limits: Limits,
+    command_key: Option<Box<dyn inkan_pki::CaSigner>>,
+    previous_command_key: Option<Box<dyn inkan_pki::CaSigner>>,
 }
 
 fn conn_id_hex(c: &ConnId) -> String {
@@ -227,7 +229,33 @@ impl AuthService {
             registry,
             identity,
             limits,
+            command_key: None,
+            previous_command_key: None,
         }
+    }
+
+    /// The key commands are signed with (its public half is pinned in the
+    /// devices' zone 2): a key file or a PKCS#11 token.
+    pub fn with_command_key(mut self, key: Box<dyn inkan_pki::CaSigner>) -> AuthService {
+        self.command_key = Some(key);
+        self
+    }
+
+    /// The command key devices pinned before a rotation: it signs only the
+    /// rotation command that hands them the current key.
+    pub fn with_previous_command_key(mut self, key: Box<dyn inkan_pki::CaSigner>) -> AuthService {
+        self.previous_command_key = Some(key);
+        self
+    }
+
+    /// The previous command key, if any.
+    pub fn previous_command_key(&self) -> Option<&dyn inkan_pki::CaSigner> {
+        self.previous_command_key.as_deref()
+    }
+
+    /// The command key, if the service has one.
+    pub fn command_key(&self) -> Option<&dyn inkan_pki::CaSigner> {
+        self.command_key.as_deref()
     }
 
     /// Handles message_1; returns message_2. Errors carry the EDHOC error

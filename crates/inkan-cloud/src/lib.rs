@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod commands;
 pub mod registry;
 pub mod server;
 pub mod store;

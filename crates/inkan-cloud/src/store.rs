@@ -1067,6 +1067,170 @@ impl Store {
         Ok(())
     }
 
+    /// The active devices of a family in a tenant.
+    pub async fn devices_of_family(
+        &self,
+        tenant_id: &str,
+        family_id: &str,
+    ) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE tenant_id = $1 AND family_id = $2 AND status = 'active' ORDER BY serial"
+        ))
+        .bind(tenant_id)
+        .bind(family_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(device).collect()
+    }
+
+    /// Queues a signed command.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_command(
+        &self,
+        id: &str,
+        tenant_id: &str,
+        device_id: &str,
+        action: &str,
+        cose: &[u8],
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO commands (id, tenant_id, device_id, action, cose, state, created, expires) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7)",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .bind(device_id)
+        .bind(action)
+        .bind(cose.to_vec())
+        .bind(now_nanos())
+        .bind(expires)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The next command for a device (oldest queued, or delivered without
+    /// a result), marked delivered; commands past their expiry become
+    /// expired first.
+    pub async fn next_command(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let t = now();
+        sqlx::query(
+            "UPDATE commands SET state = 'expired', finished = $1 \
+             WHERE device_id = $2 AND state IN ('queued', 'delivered') AND expires < $1",
+        )
+        .bind(t)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?;
+        let r = sqlx::query(
+            "SELECT id, cose FROM commands WHERE device_id = $1 AND state IN ('queued', 'delivered') \
+             ORDER BY created, id LIMIT 1",
+        )
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = r else { return Ok(None) };
+        let id: String = r.try_get("id")?;
+        sqlx::query("UPDATE commands SET state = 'delivered', delivered = $1 WHERE id = $2 AND state = 'queued'")
+            .bind(t)
+            .bind(&id)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some((id, r.try_get("cose")?)))
+    }
+
+    /// Records a command's outcome, once: only a command of this device
+    /// that is still queued or delivered changes.
+    pub async fn finish_command(
+        &self,
+        device_id: &str,
+        id: &str,
+        state: &str,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE commands SET state = $1, finished = $2, result = $3 \
+             WHERE id = $4 AND device_id = $5 AND state IN ('queued', 'delivered')",
+        )
+        .bind(state)
+        .bind(now())
+        .bind(detail)
+        .bind(id)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// A tenant's commands, newest first.
+    pub async fn commands(
+        &self,
+        tenant_id: &str,
+        device_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CommandRow>, StoreError> {
+        let t = now();
+        sqlx::query(
+            "UPDATE commands SET state = 'expired', finished = $1 \
+             WHERE tenant_id = $2 AND state IN ('queued', 'delivered') AND expires < $1",
+        )
+        .bind(t)
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT id, device_id, action, state, created, expires, delivered, finished, result FROM commands \
+             WHERE tenant_id = $1 AND ($2 = '' OR device_id = $2) ORDER BY created DESC LIMIT $3",
+        )
+        .bind(tenant_id)
+        .bind(device_id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CommandRow {
+                    id: r.try_get("id")?,
+                    device_id: r.try_get("device_id")?,
+                    action: r.try_get("action")?,
+                    state: r.try_get("state")?,
+                    created_ns: r.try_get("created")?,
+                    expires: r.try_get("expires")?,
+                    delivered: r.try_get("delivered")?,
+                    finished: r.try_get("finished")?,
+                    result: r.try_get("result")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Advances a session's replay window if it is still the one read (see
+    /// [`Store::ingest`]); `Ok(false)` when another request moved it.
+    pub async fn advance_window(
+        &self,
+        session: &SessionRow,
+        new_window: (i64, i64),
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE sessions SET replay_high = $1, replay_bits = $2 WHERE id = $3 \
+             AND COALESCE(replay_high, -1) = $4 AND COALESCE(replay_bits, 0) = $5",
+        )
+        .bind(new_window.0)
+        .bind(new_window.1)
+        .bind(&session.id)
+        .bind(session.replay_high.unwrap_or(-1))
+        .bind(session.replay_bits)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
     /// Readings of a tenant's devices, oldest first, after the cursor
     /// `(time, device_id, session_id, piv, idx)` position `after_key`.
     #[allow(clippy::too_many_arguments)]
@@ -1143,6 +1307,29 @@ fn reading_chunks(mut n: usize) -> Vec<usize> {
         }
     }
     out
+}
+
+/// A command row.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CommandRow {
+    /// Identifier (hex of the command id).
+    pub id: String,
+    /// The device.
+    pub device_id: String,
+    /// The action.
+    pub action: String,
+    /// queued, delivered, succeeded, failed, refused or expired.
+    pub state: String,
+    /// Created (ns since the epoch).
+    pub created_ns: i64,
+    /// Expiry (s).
+    pub expires: i64,
+    /// First delivered (s).
+    pub delivered: Option<i64>,
+    /// Finished (s).
+    pub finished: Option<i64>,
+    /// The device's report.
+    pub result: Option<String>,
 }
 
 /// A session row.

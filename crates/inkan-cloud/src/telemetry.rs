@@ -154,8 +154,68 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
             })
             .unwrap_or_default();
         let is_post = inner.header.code == MessageClass::Request(RequestType::Post);
+        let window = (
+            ctx.replay
+                .highest
+                .and_then(|h| i64::try_from(h).ok())
+                .unwrap_or(-1),
+            i64::from_ne_bytes(ctx.replay.seen.to_ne_bytes()),
+        );
+        let route = path.join("/");
+        if is_post && route == inkan_proto::command::NEXT_PATH {
+            if !store
+                .advance_window(&s, window)
+                .await
+                .map_err(|e| plain(e.into()))?
+            {
+                continue;
+            }
+            let next = store
+                .next_command(&s.device_id)
+                .await
+                .map_err(|e| plain(e.into()))?;
+            let body = next.map(|(_, cose)| cose).unwrap_or_default();
+            return respond(&mut ctx, ResponseType::Content, body).map_err(|e| plain(e.into()));
+        }
+        if is_post && route == inkan_proto::command::RESULT_PATH {
+            let (id, outcome, detail) = match inkan_proto::command::decode_result(&inner.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    let p = respond(
+                        &mut ctx,
+                        ResponseType::BadRequest,
+                        e.to_string().into_bytes(),
+                    )
+                    .map_err(|e| plain(e.into()))?;
+                    return Err((TelemetryError::NotFound(e.to_string()), Some(p)));
+                }
+            };
+            if !store
+                .advance_window(&s, window)
+                .await
+                .map_err(|e| plain(e.into()))?
+            {
+                continue;
+            }
+            let changed = store
+                .finish_command(&s.device_id, &hex::encode(&id), outcome.state(), &detail)
+                .await
+                .map_err(|e| plain(e.into()))?;
+            let _ = store
+                .audit(
+                    None,
+                    "command-result",
+                    &s.device_id,
+                    outcome.state(),
+                    &format!("{} {detail}", hex::encode(&id)),
+                )
+                .await;
+            let mut ack = Vec::new();
+            inkan_proto::cbor::int(&mut ack, i64::from(changed));
+            return respond(&mut ctx, ResponseType::Changed, ack).map_err(|e| plain(e.into()));
+        }
         if !(is_post && path == [inkan_proto::telemetry::PATH]) {
-            let e = TelemetryError::NotFound(path.join("/"));
+            let e = TelemetryError::NotFound(route);
             let p = respond(&mut ctx, ResponseType::NotFound, e.to_string().into_bytes())
                 .map_err(|e| plain(e.into()))?;
             return Err((e, Some(p)));
@@ -182,13 +242,6 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
                 )
             })
             .collect();
-        let window = (
-            ctx.replay
-                .highest
-                .and_then(|h| i64::try_from(h).ok())
-                .unwrap_or(-1),
-            i64::from_ne_bytes(ctx.replay.seen.to_ne_bytes()),
-        );
         if store
             .ingest(&s, seq, &rows, window)
             .await

@@ -604,3 +604,219 @@ impl Uplink {
         Err(UplinkError::Timeout(self.rt.max_retransmit + 1))
     }
 }
+
+/// Zone of the pinned cloud command key.
+pub const COMMAND_KEY_ZONE: u8 = 2;
+
+/// The action that replaces the pinned command key: its arguments are the
+/// new key (SubjectPublicKeyInfo DER), and it is signed by the old one.
+pub const ROTATE_COMMAND_KEY: &str = "rotate-command-key";
+
+/// Why a device did not run a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandRefused {
+    /// The command itself is refused (signature, device, expiry, replay).
+    #[error(transparent)]
+    Command(#[from] inkan_proto::command::CommandError),
+    /// The chip or its zones.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+}
+
+/// The P-256 point of a SubjectPublicKeyInfo.
+fn spki_point(spki: &[u8], zone: u8) -> Result<Vec<u8>, DeviceError> {
+    use p256::pkcs8::DecodePublicKey;
+    Ok(p256::PublicKey::from_public_key_der(spki)
+        .map_err(|_| DeviceError::Zone {
+            zone,
+            reason: "not a P-256 public key",
+        })?
+        .to_sec1_bytes()
+        .to_vec())
+}
+
+/// Has the chip verify a signed command against the command key pinned in
+/// its zone 2, then checks it is for this chip and not expired (`now`:
+/// Unix seconds).
+pub fn verify_command<T: Transport>(
+    driver: &SharedDriver<T>,
+    cose: &[u8],
+    now: u64,
+) -> Result<inkan_proto::command::Command, CommandRefused> {
+    use inkan_proto::command::{Command, CommandError};
+    let (cmd, tbs, sig) = Command::open(cose)?;
+    let mut d = driver.lock().map_err(|_| DeviceError::Zone {
+        zone: COMMAND_KEY_ZONE,
+        reason: "driver lock poisoned",
+    })?;
+    let point = spki_point(&read_der(&mut d, COMMAND_KEY_ZONE)?, COMMAND_KEY_ZONE)?;
+    let digest = sha2::Sha256::digest(&tbs);
+    if !d
+        .verify(Curve::P256, &point, &digest, &sig)
+        .map_err(DeviceError::from)?
+    {
+        return Err(CommandError::Signature.into());
+    }
+    let serial = hex::encode_upper(d.serial().unwrap_or_default());
+    if cmd.device != serial {
+        return Err(CommandError::OtherDevice(cmd.device).into());
+    }
+    if now > cmd.expires {
+        return Err(CommandError::Expired.into());
+    }
+    Ok(cmd)
+}
+
+/// Command ids this device has run, so each runs at most once; kept in a
+/// file when given one (written before the command runs).
+#[derive(Debug, Default)]
+pub struct Executed {
+    ids: std::collections::BTreeSet<String>,
+    file: Option<std::path::PathBuf>,
+}
+
+impl Executed {
+    /// The record in `file` (created when missing), or only in memory.
+    pub fn open(file: Option<&std::path::Path>) -> std::io::Result<Executed> {
+        let mut ids = std::collections::BTreeSet::new();
+        if let Some(f) = file {
+            match std::fs::read_to_string(f) {
+                Ok(t) => ids.extend(t.lines().map(str::to_string)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Executed {
+            ids,
+            file: file.map(std::path::Path::to_path_buf),
+        })
+    }
+
+    /// Records `id` as run; false if it was already.
+    pub fn claim(&mut self, id: &[u8]) -> std::io::Result<bool> {
+        let h = hex::encode(id);
+        if self.ids.contains(&h) {
+            return Ok(false);
+        }
+        if let Some(f) = &self.file {
+            use std::io::Write;
+            let mut o = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)?;
+            writeln!(o, "{h}")?;
+            o.sync_all()?;
+        }
+        self.ids.insert(h);
+        Ok(true)
+    }
+}
+
+impl Uplink {
+    /// Polls the cloud for this device's next command (a signed COSE_Sign1).
+    pub fn next_command(&mut self) -> Result<Option<Vec<u8>>, UplinkError> {
+        let r = self.request(
+            coap_lite::RequestType::Post,
+            inkan_proto::command::NEXT_PATH,
+            Vec::new(),
+        )?;
+        Ok((!r.payload.is_empty()).then_some(r.payload))
+    }
+
+    /// Reports what became of a command; true if the cloud recorded it.
+    pub fn report(
+        &mut self,
+        id: &[u8],
+        outcome: inkan_proto::command::Outcome,
+        detail: &str,
+    ) -> Result<bool, UplinkError> {
+        let r = self.request(
+            coap_lite::RequestType::Post,
+            inkan_proto::command::RESULT_PATH,
+            inkan_proto::command::encode_result(id, outcome, detail),
+        )?;
+        Ok(r.payload == [1])
+    }
+}
+
+/// What one poll did.
+#[derive(Debug)]
+pub enum Polled {
+    /// No command waiting.
+    Nothing,
+    /// A command ran (its outcome reported).
+    Ran(
+        inkan_proto::command::Command,
+        inkan_proto::command::Outcome,
+        String,
+    ),
+    /// A command was refused before running (reported when it had an id).
+    Refused(CommandRefused),
+}
+
+/// Polls for one command, has the chip verify it, runs it at most once
+/// through `actuator` (which returns a detail or a failure), applies a
+/// command-key rotation itself, and reports the outcome.
+pub fn poll_and_run<T: Transport>(
+    uplink: &mut Uplink,
+    driver: &SharedDriver<T>,
+    executed: &mut Executed,
+    actuator: &mut dyn FnMut(&inkan_proto::command::Command) -> Result<String, String>,
+) -> Result<Polled, UplinkError> {
+    use inkan_proto::command::{Command, CommandError, Outcome};
+    let Some(cose) = uplink.next_command()? else {
+        return Ok(Polled::Nothing);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let cmd = match verify_command(driver, &cose, now) {
+        Ok(c) => c,
+        Err(e) => {
+            // Report it when the payload names an id.
+            if let Ok((c, _, _)) = Command::open(&cose) {
+                let outcome = match &e {
+                    CommandRefused::Command(CommandError::Expired) => Outcome::Expired,
+                    _ => Outcome::Refused,
+                };
+                uplink.report(&c.id, outcome, &e.to_string())?;
+            }
+            return Ok(Polled::Refused(e));
+        }
+    };
+    if !executed.claim(&cmd.id)? {
+        let e = CommandRefused::Command(CommandError::Replayed);
+        uplink.report(&cmd.id, Outcome::Refused, &e.to_string())?;
+        return Ok(Polled::Refused(e));
+    }
+    let result = if cmd.action == ROTATE_COMMAND_KEY {
+        rotate_command_key(driver, &cmd.args)
+    } else {
+        actuator(&cmd)
+    };
+    let (outcome, detail) = match result {
+        Ok(d) => (Outcome::Succeeded, d),
+        Err(d) => (Outcome::Failed, d),
+    };
+    uplink.report(&cmd.id, outcome, &detail)?;
+    Ok(Polled::Ran(cmd, outcome, detail))
+}
+
+/// Writes the new command key (SPKI) into zone 2, read back.
+fn rotate_command_key<T: Transport>(
+    driver: &SharedDriver<T>,
+    spki: &[u8],
+) -> Result<String, String> {
+    spki_point(spki, COMMAND_KEY_ZONE).map_err(|e| e.to_string())?;
+    let mut d = driver
+        .lock()
+        .map_err(|_| "driver lock poisoned".to_string())?;
+    d.update_zone(COMMAND_KEY_ZONE, 0, spki)
+        .map_err(|e| format!("writing zone 2: {e}"))?;
+    let back = read_der(&mut d, COMMAND_KEY_ZONE).map_err(|e| e.to_string())?;
+    if back != spki {
+        return Err("zone 2 read back differs".into());
+    }
+    Ok("command key replaced".into())
+}

@@ -2,6 +2,7 @@
 
 pub mod cbor;
 pub mod coap;
+pub mod command;
 pub mod edhoc;
 pub mod oscore;
 pub mod telemetry;

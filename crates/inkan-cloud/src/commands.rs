@@ -1,0 +1,111 @@
+//! Issuing commands: each is a COSE_Sign1 signed with the cloud's command
+//! key and addressed to one device by its chip serial; queued until the
+//! device polls for it over its OSCORE session.
+
+use crate::store::{DeviceRow, StoreError};
+use crate::AuthService;
+use inkan_proto::command::Command;
+
+/// The action that hands devices a new command key (see
+/// `inkan_device::ROTATE_COMMAND_KEY`).
+pub const ROTATE_COMMAND_KEY: &str = "rotate-command-key";
+
+/// Why a command could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The service runs without a command key.
+    #[error("this service has no command key (inkan serve --command-key)")]
+    NoKey,
+    /// Signing failed.
+    #[error("signing the command: {0}")]
+    Sign(#[from] inkan_pki::PkiError),
+    /// No device to send it to.
+    #[error("no active device matches")]
+    NoTarget,
+    /// A bad request.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Signs and queues `action(args)` for each device; returns (command id,
+/// device id) pairs.
+pub async fn issue(
+    auth: &AuthService,
+    tenant_id: &str,
+    devices: &[DeviceRow],
+    action: &str,
+    args: &[u8],
+    ttl_secs: i64,
+) -> Result<Vec<(String, String)>, IssueError> {
+    let current = auth.command_key().ok_or(IssueError::NoKey)?;
+    // A rotation hands devices the current key, signed by the one they
+    // still pin.
+    let (key, args) = if action == ROTATE_COMMAND_KEY {
+        if !args.is_empty() {
+            return Err(IssueError::Invalid(
+                "a rotation carries the current command key itself: give no arguments",
+            ));
+        }
+        (
+            auth.previous_command_key().ok_or(IssueError::Invalid(
+                "no previous command key to sign the rotation",
+            ))?,
+            inkan_pki::signer::spki_der(&current.public_point())?,
+        )
+    } else {
+        (current, args.to_vec())
+    };
+    if devices.is_empty() {
+        return Err(IssueError::NoTarget);
+    }
+    if action.is_empty() || action.len() > 64 || args.len() > 512 {
+        return Err(IssueError::Invalid(
+            "an action of 1 to 64 bytes and arguments of at most 512 bytes",
+        ));
+    }
+    if ttl_secs <= 0 {
+        return Err(IssueError::Invalid("ttl_secs must be positive"));
+    }
+    let now = crate::store::now();
+    let mut out = Vec::with_capacity(devices.len());
+    for d in devices {
+        let mut id = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+        let cmd = Command {
+            id,
+            device: d.serial.clone(),
+            action: action.to_string(),
+            args: args.clone(),
+            issued: u64::try_from(now).unwrap_or(0),
+            expires: u64::try_from(now.saturating_add(ttl_secs)).unwrap_or(0),
+        };
+        let cose = cmd.sign(|tbs| inkan_pki::signer::sign_raw(key, tbs))?;
+        let hex_id = hex::encode(id);
+        auth.registry
+            .store
+            .insert_command(
+                &hex_id,
+                tenant_id,
+                &d.id,
+                action,
+                &cose,
+                now.saturating_add(ttl_secs),
+            )
+            .await?;
+        auth.registry
+            .store
+            .audit(
+                Some(tenant_id),
+                "command-issue",
+                &d.serial,
+                "ok",
+                &format!("{action} {hex_id}"),
+            )
+            .await?;
+        out.push((hex_id, d.id.clone()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,240 @@
+//! Commands from the cloud to an actuator: a COSE_Sign1 (ES256) signed by
+//! the cloud's command key, whose public half is pinned in the device's
+//! secure element. The payload names the device it is for, so a command
+//! cannot be replayed to another device, carries a random id, so it runs at
+//! most once, and an expiry.
+
+use crate::cbor::{self, Decoder};
+use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
+
+/// The resource a device polls for its next command.
+pub const NEXT_PATH: &str = "commands/next";
+/// The resource a device reports a command's outcome to.
+pub const RESULT_PATH: &str = "commands/result";
+
+/// A command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// Random identifier: a device executes an id at most once.
+    pub id: [u8; 16],
+    /// The chip serial of the device it is for.
+    pub device: String,
+    /// What to do.
+    pub action: String,
+    /// Arguments, opaque to the cloud.
+    pub args: Vec<u8>,
+    /// Issued at (Unix seconds).
+    pub issued: u64,
+    /// Not to be executed after (Unix seconds).
+    pub expires: u64,
+}
+
+/// Why a command is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// Not a COSE_Sign1 of the expected shape.
+    #[error("malformed command: {0}")]
+    Malformed(String),
+    /// Signed with another algorithm than ES256.
+    #[error("command not signed with ES256")]
+    Algorithm,
+    /// The signature does not verify with the pinned command key.
+    #[error("command signature does not verify with the pinned command key")]
+    Signature,
+    /// For another device.
+    #[error("command addressed to another device ({0})")]
+    OtherDevice(String),
+    /// Past its expiry.
+    #[error("command expired")]
+    Expired,
+    /// Already executed.
+    #[error("command already executed")]
+    Replayed,
+}
+
+impl Command {
+    fn payload(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64 + self.args.len());
+        cbor::array(&mut v, 6);
+        cbor::bstr(&mut v, &self.id);
+        cbor::tstr(&mut v, &self.device);
+        cbor::tstr(&mut v, &self.action);
+        cbor::bstr(&mut v, &self.args);
+        cbor::int(&mut v, i64::try_from(self.issued).unwrap_or(i64::MAX));
+        cbor::int(&mut v, i64::try_from(self.expires).unwrap_or(i64::MAX));
+        v
+    }
+
+    fn from_payload(b: &[u8]) -> Result<Command, CommandError> {
+        let bad = |e: &dyn std::fmt::Display| CommandError::Malformed(e.to_string());
+        let mut d = Decoder::new(b);
+        if d.array().map_err(|e| bad(&e))? != 6 {
+            return Err(CommandError::Malformed(
+                "payload is not a 6-element array".into(),
+            ));
+        }
+        let id: [u8; 16] = d
+            .bstr()
+            .map_err(|e| bad(&e))?
+            .try_into()
+            .map_err(|_| CommandError::Malformed("id is not 16 bytes".into()))?;
+        let text = |d: &mut Decoder<'_>| -> Result<String, CommandError> {
+            String::from_utf8(d.tstr().map_err(|e| bad(&e))?.to_vec()).map_err(|e| bad(&e))
+        };
+        let device = text(&mut d)?;
+        let action = text(&mut d)?;
+        let args = d.bstr().map_err(|e| bad(&e))?.to_vec();
+        let time = |d: &mut Decoder<'_>| -> Result<u64, CommandError> {
+            u64::try_from(d.int().map_err(|e| bad(&e))?)
+                .map_err(|_| CommandError::Malformed("negative time".into()))
+        };
+        let issued = time(&mut d)?;
+        let expires = time(&mut d)?;
+        if !d.is_empty() {
+            return Err(CommandError::Malformed("bytes after the payload".into()));
+        }
+        Ok(Command {
+            id,
+            device,
+            action,
+            args,
+            issued,
+            expires,
+        })
+    }
+
+    /// The tagged COSE_Sign1 of this command; `sign` makes the raw `r ‖ s`
+    /// ES256 signature over the to-be-signed bytes it is given.
+    pub fn sign<E>(&self, sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>) -> Result<Vec<u8>, E> {
+        let protected = HeaderBuilder::new()
+            .algorithm(coset::iana::Algorithm::ES256)
+            .build();
+        let unsigned = CoseSign1Builder::new()
+            .protected(protected)
+            .payload(self.payload())
+            .build();
+        let sig = sign(&unsigned.tbs_data(&[]))?;
+        let signed = CoseSign1 {
+            signature: sig,
+            ..unsigned
+        };
+        Ok(signed.to_tagged_vec().unwrap_or_default())
+    }
+
+    /// Parses a signed command without verifying it: returns the command,
+    /// the to-be-signed bytes and the raw signature, for the verifier (the
+    /// secure element) to check.
+    pub fn open(cose: &[u8]) -> Result<(Command, Vec<u8>, Vec<u8>), CommandError> {
+        let m = CoseSign1::from_tagged_slice(cose)
+            .map_err(|e| CommandError::Malformed(format!("{e:?}")))?;
+        if m.protected.header.alg
+            != Some(coset::RegisteredLabelWithPrivate::Assigned(
+                coset::iana::Algorithm::ES256,
+            ))
+        {
+            return Err(CommandError::Algorithm);
+        }
+        if m.signature.len() != 64 {
+            return Err(CommandError::Signature);
+        }
+        let payload = m
+            .payload
+            .as_deref()
+            .ok_or_else(|| CommandError::Malformed("detached payload".into()))?;
+        let c = Command::from_payload(payload)?;
+        Ok((c, m.tbs_data(&[]), m.signature.clone()))
+    }
+}
+
+/// What happened to a command, as the device reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Executed.
+    Succeeded = 0,
+    /// Executed and failed.
+    Failed = 1,
+    /// Refused: expired.
+    Expired = 2,
+    /// Refused: bad signature, other device, malformed.
+    Refused = 3,
+}
+
+impl Outcome {
+    /// The state name the cloud stores.
+    pub fn state(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Expired => "expired",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// Encodes a result report: `[id, outcome, detail]`.
+pub fn encode_result(id: &[u8], outcome: Outcome, detail: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    cbor::array(&mut v, 3);
+    cbor::bstr(&mut v, id);
+    cbor::int(&mut v, outcome as i64);
+    cbor::tstr(&mut v, detail);
+    v
+}
+
+/// Decodes a result report.
+pub fn decode_result(b: &[u8]) -> Result<(Vec<u8>, Outcome, String), CommandError> {
+    let bad = |e: &dyn std::fmt::Display| CommandError::Malformed(e.to_string());
+    let mut d = Decoder::new(b);
+    if d.array().map_err(|e| bad(&e))? != 3 {
+        return Err(CommandError::Malformed(
+            "a result is [id, outcome, detail]".into(),
+        ));
+    }
+    let id = d.bstr().map_err(|e| bad(&e))?.to_vec();
+    let outcome = match d.int().map_err(|e| bad(&e))? {
+        0 => Outcome::Succeeded,
+        1 => Outcome::Failed,
+        2 => Outcome::Expired,
+        3 => Outcome::Refused,
+        _ => return Err(CommandError::Malformed("unknown outcome".into())),
+    };
+    let detail = String::from_utf8(d.tstr().map_err(|e| bad(&e))?.to_vec()).map_err(|e| bad(&e))?;
+    if !d.is_empty() {
+        return Err(CommandError::Malformed("bytes after the result".into()));
+    }
+    Ok((id, outcome, detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_open_round_trip_and_tampering() {
+        let c = Command {
+            id: [7; 16],
+            device: "0A1B".into(),
+            action: "open".into(),
+            args: vec![1, 2],
+            issued: 10,
+            expires: 20,
+        };
+        let mut seen = Vec::new();
+        let cose = c
+            .sign(|tbs| {
+                seen = tbs.to_vec();
+                Ok::<_, ()>(vec![9; 64])
+            })
+            .unwrap();
+        let (back, tbs, sig) = Command::open(&cose).unwrap();
+        assert_eq!((back, tbs, sig), (c, seen, vec![9; 64]));
+        assert!(Command::open(&cose[1..]).is_err());
+        assert!(Command::open(&[0xD2, 0x80]).is_err());
+        let (id, o, d) =
+            decode_result(&encode_result(&[1; 16], Outcome::Failed, "jammed")).unwrap();
+        assert_eq!(
+            (id, o, d.as_str()),
+            (vec![1; 16], Outcome::Failed, "jammed")
+        );
+    }
+}
