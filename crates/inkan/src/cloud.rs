@@ -43,6 +43,15 @@ pub struct ServeArgs {
     /// Seconds a device session (and its OSCORE context) lives.
     #[arg(long, default_value_t = 86_400)]
     session_ttl: i64,
+    /// The command key (encrypted PKCS#8 PEM, P-256; same passphrase): the
+    /// key whose public half devices pinned in zone 2. Without it the
+    /// service issues no commands.
+    #[arg(long)]
+    command_key: Option<PathBuf>,
+    /// The command key before a rotation: it signs only the
+    /// rotate-command-key commands that hand devices the current one.
+    #[arg(long, requires = "command_key")]
+    previous_command_key: Option<PathBuf>,
 }
 
 /// Loads the cloud identity from an encrypted key file.
@@ -86,13 +95,28 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             a.coap
         );
     }
-    let identity = load_identity(&a.cloud_key, &passphrase(&a.passphrase_file)?)?;
+    let pass = passphrase(&a.passphrase_file)?;
+    let identity = load_identity(&a.cloud_key, &pass)?;
+    let load_key = |p: &std::path::Path| -> Result<SoftwareKey> {
+        let k = SoftwareKey::load(p, &pass)
+            .with_context(|| format!("loading the command key {}", p.display()))?;
+        if !matches!(k, SoftwareKey::P256(_)) {
+            bail!("the command key must be P-256 (ES256)");
+        }
+        Ok(k)
+    };
+    let command_key = a.command_key.as_deref().map(load_key).transpose()?;
+    let previous_key = a
+        .previous_command_key
+        .as_deref()
+        .map(load_key)
+        .transpose()?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let store = Store::open(&a.db)
             .await
             .with_context(|| format!("opening the store {}", a.db))?;
-        let auth = Arc::new(AuthService::new(
+        let mut service = AuthService::new(
             Registry::new(store),
             identity,
             Limits {
@@ -100,7 +124,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 max_pending: a.max_pending,
                 session_ttl_secs: a.session_ttl,
             },
-        ));
+        );
+        if let Some(k) = command_key {
+            service = service.with_command_key(Box::new(k));
+        }
+        if let Some(k) = previous_key {
+            service = service.with_previous_command_key(Box::new(k));
+        }
+        let auth = Arc::new(service);
         let sock = tokio::net::UdpSocket::bind(a.coap)
             .await
             .with_context(|| format!("binding {}", a.coap))?;
@@ -141,8 +172,9 @@ Example:
         device_secrets: PathBuf,
     },
     /// Stay connected: authenticate, then send readings from a simulated
-    /// sensor under OSCORE at a fixed interval; authenticate again when
-    /// the session ends or expires.
+    /// sensor under OSCORE at a fixed interval, and poll for commands, which
+    /// the chip verifies before a simulated valve runs them (open, close);
+    /// authenticate again when the session ends or expires.
     #[command(after_help = "\
 Example:
   inkan device run --se unix:/tmp/se.sock --cloud coap://127.0.0.1:5683 --device-secrets 0A1B….json --interval-ms 1000 --batch 10")]
@@ -165,6 +197,10 @@ Example:
         /// Stop after this many batches (0: run until killed).
         #[arg(long, default_value_t = 0)]
         count: u64,
+        /// File recording the command ids run (each runs at most once,
+        /// across restarts too).
+        #[arg(long)]
+        executed: Option<PathBuf>,
     },
 }
 
@@ -237,9 +273,23 @@ pub fn device(c: DeviceCmd) -> Result<()> {
             interval_ms,
             batch,
             count,
+            executed,
         } => {
             let cloud = coap_addr(&cloud)?;
             let d = Arc::new(Mutex::new(open_device(&se, &device_secrets)?));
+            let mut executed = inkan_device::Executed::open(executed.as_deref())?;
+            let mut valve_open = false;
+            let mut actuator = |c: &inkan_proto::command::Command| -> Result<String, String> {
+                match c.action.as_str() {
+                    "open" => valve_open = true,
+                    "close" => valve_open = false,
+                    other => return Err(format!("the valve has no action {other:?}")),
+                }
+                Ok(format!(
+                    "valve {}",
+                    if valve_open { "open" } else { "closed" }
+                ))
+            };
             let rt = inkan_device::Retransmission::default();
             let sensor = Sensor {
                 t0: std::time::Instant::now(),
@@ -259,11 +309,28 @@ pub fn device(c: DeviceCmd) -> Result<()> {
                         uplink.insert(inkan_device::Uplink::new(&c, cloud, rt)?)
                     }
                 };
-                match up.send(&sensor.read(batch)) {
-                    Ok(n) => {
-                        sent += 1;
-                        println!("batch {sent}: {n} readings stored");
+                let polled = up.send(&sensor.read(batch)).and_then(|n| {
+                    sent += 1;
+                    println!("batch {sent}: {n} readings stored");
+                    // Commands waiting for this device, verified by the chip.
+                    for _ in 0..16 {
+                        match inkan_device::poll_and_run(up, &d, &mut executed, &mut actuator)? {
+                            inkan_device::Polled::Nothing => break,
+                            inkan_device::Polled::Ran(c, o, detail) => println!(
+                                "command {} {}: {} ({detail})",
+                                hex::encode(c.id),
+                                c.action,
+                                o.state()
+                            ),
+                            inkan_device::Polled::Refused(e) => {
+                                println!("command refused: {e}")
+                            }
+                        }
                     }
+                    Ok(n)
+                });
+                match polled {
+                    Ok(_) => {}
                     // The session ended or expired: authenticate again.
                     Err(inkan_device::UplinkError::Refused { code, detail }) if code == "4.01" => {
                         println!("the cloud refused the session ({detail}); authenticating again");
@@ -371,6 +438,36 @@ enum CloudCmd {
         /// Entries.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+    },
+    /// Send a command to a device or to every device of a family; it is
+    /// signed with the service's command key and delivered when the device
+    /// polls.
+    #[command(
+        after_help = "Examples:\n  inkan cloud command --device 51ab… --action open --ttl 300\n  inkan cloud command --family 9f3c… --action rotate-command-key"
+    )]
+    Command {
+        /// One device (id).
+        #[arg(long, conflicts_with = "family", required_unless_present = "family")]
+        device: Option<String>,
+        /// Every active device of a family (id).
+        #[arg(long)]
+        family: Option<String>,
+        /// The action.
+        #[arg(long)]
+        action: String,
+        /// Arguments, hex.
+        #[arg(long)]
+        args: Option<String>,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 300)]
+        ttl: i64,
+    },
+    /// The tenant's commands and their states.
+    #[command(after_help = "Example:\n  inkan cloud commands --device 51ab…")]
+    Commands {
+        /// Only this device (id).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Readings of the tenant's devices, by device time; every page, as
     /// JSON lines or CSV (an export), or one JSON page.
@@ -556,6 +653,20 @@ pub fn cloud(a: CloudArgs) -> Result<()> {
             )?
         }
         CloudCmd::Audit { limit } => get(&format!("/v1/audit?limit={limit}"))?,
+        CloudCmd::Command {
+            device,
+            family,
+            action,
+            args,
+            ttl,
+        } => post(
+            "/v1/commands",
+            serde_json::json!({ "device": device, "family": family, "action": action, "args_hex": args, "ttl_secs": ttl }),
+        )?,
+        CloudCmd::Commands { device } => match device {
+            Some(d) => get(&format!("/v1/commands?device={d}"))?,
+            None => get("/v1/commands")?,
+        },
         CloudCmd::Readings {
             device,
             family,

@@ -114,6 +114,8 @@ fn factory_cloud_and_device_through_the_cli() {
         ])
         .arg("--cloud-key")
         .arg(d.join("factory/keys/dev-cloud-auth.key.pem"))
+        .arg("--command-key")
+        .arg(d.join("factory/keys/dev-cloud-command.key.pem"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -181,6 +183,36 @@ fn factory_cloud_and_device_through_the_cli() {
     assert_eq!(devices.as_array().unwrap().len(), 1);
     assert_eq!(devices[0]["enrolled_by"], "family");
     let id = devices[0]["id"].as_str().unwrap().to_string();
+
+    // A command to the valve: signed by the service, verified by the chip.
+    let sent = ok(cloud_cmd(&["command", "--device", &id, "--action", "open"]));
+    assert!(sent.contains("\"queued\""), "{sent}");
+    let run = ok(inkan(d)
+        .args([
+            "device",
+            "run",
+            "--se",
+            &format!("unix:{}", sock.display()),
+            "--cloud",
+            &format!("coap://127.0.0.1:{coap}"),
+            "--count",
+            "1",
+            "--batch",
+            "3",
+            "--interval-ms",
+            "0",
+        ])
+        .arg("--device-secrets")
+        .arg(&secrets[0])
+        .output()
+        .unwrap());
+    assert!(run.contains("batch 1: 3 readings stored"), "{run}");
+    assert!(run.contains("open: succeeded (valve open)"), "{run}");
+    let cmds = ok(cloud_cmd(&["commands", "--device", &id]));
+    assert!(cmds.contains("\"succeeded\""), "{cmds}");
+    let readings = ok(cloud_cmd(&["readings", "--format", "csv"]));
+    assert_eq!(readings.lines().count(), 4, "{readings}");
+
     ok(cloud_cmd(&["device", &id, "revoke"]));
     let refused = connect();
     assert!(!refused.status.success());
