@@ -408,13 +408,14 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
     let identity =
         crate::cloud::load_identity(&f.dir().join("keys/dev-cloud-auth.key.pem"), &passphrase)?;
     let db_s = db.to_string_lossy().to_string();
+    let command_key =
+        inkan_pki::SoftwareKey::load(&f.dir().join("keys/dev-cloud-command.key.pem"), &passphrase)?;
     let (auth, addr) = rt.block_on(async {
         let store = Store::open(&db_s).await?;
-        let auth = Arc::new(AuthService::new(
-            Registry::new(store),
-            identity,
-            Limits::default(),
-        ));
+        let auth = Arc::new(
+            AuthService::new(Registry::new(store), identity, Limits::default())
+                .with_command_key(Box::new(command_key)),
+        );
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
         let addr = sock.local_addr()?;
         tokio::spawn(inkan_cloud::server::serve(sock, auth.clone()));
@@ -579,6 +580,82 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         );
     }
 
+    step(
+        n,
+        "A command reaches a valve: signed with the cloud's command key, delivered under OSCORE, verified by the device's chip against the key pinned at the factory, run once",
+    );
+    let target =
+        rt.block_on(auth.registry.store.device_by_fingerprint(
+            &inkan_cloud::registry::fingerprint(&{
+                let d = open(&devices[2])?;
+                let mut g = d.lock().map_err(|_| anyhow::anyhow!("driver lock"))?;
+                inkan_device::read_identity(&mut g)?.certificate
+            }),
+        ))?
+        .context("device row")?;
+    let valve = open(&devices[2])?;
+    let mut up =
+        inkan_device::Uplink::new(&sessions[2], addr, inkan_device::Retransmission::default())?;
+    up.set_next_sequence(1_000);
+    let mut executed = inkan_device::Executed::open(None)?;
+    let mut actuator = |c: &inkan_proto::command::Command| -> Result<String, String> {
+        Ok(format!(
+            "valve {}",
+            if c.action == "open" {
+                "opened"
+            } else {
+                "closed"
+            }
+        ))
+    };
+    let t = Instant::now();
+    rt.block_on(inkan_cloud::commands::issue(
+        &auth,
+        &tenant,
+        std::slice::from_ref(&target),
+        "open",
+        b"",
+        300,
+    ))?;
+    match inkan_device::poll_and_run(&mut up, &valve, &mut executed, &mut actuator)? {
+        inkan_device::Polled::Ran(c, o, detail) => println!(
+            "    {} ran '{}' ({detail}): {} in {:.1} ms, state recorded in the cloud",
+            c.device,
+            c.action,
+            o.state(),
+            t.elapsed().as_secs_f64() * 1000.0
+        ),
+        other => anyhow::bail!("the command did not run: {other:?}"),
+    }
+    let rogue_cmd = inkan_proto::command::Command {
+        id: [0x5A; 16],
+        device: target.serial.clone(),
+        action: "open".into(),
+        args: Vec::new(),
+        issued: 0,
+        expires: u64::MAX / 2,
+    }
+    .sign(|tbs| {
+        inkan_pki::signer::sign_raw(
+            &inkan_pki::SoftwareKey::generate(inkan_pki::KeyCurve::P256),
+            tbs,
+        )
+    })?;
+    rt.block_on(auth.registry.store.insert_command(
+        &inkan_cloud::store::new_id(),
+        &tenant,
+        &target.id,
+        "open",
+        &rogue_cmd,
+        inkan_cloud::store::now() + 300,
+    ))?;
+    match inkan_device::poll_and_run(&mut up, &valve, &mut executed, &mut actuator)? {
+        inkan_device::Polled::Refused(e) => {
+            println!("    a command signed by another key: refused by the chip ({e})")
+        }
+        other => anyhow::bail!("a forged command was not refused: {other:?}"),
+    }
+
     step(n, "Two attacks are refused");
     let victim = &devices[0];
     let leaf = {
@@ -634,7 +711,7 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         audit.len()
     );
     Ok(format!(
-        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, {acked} readings stored under OSCORE, 3 attacks on the cloud refused",
+        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, {acked} readings stored under OSCORE, a command verified by a chip and run, 4 attacks refused",
         lamps.len()
     ))
 }
