@@ -51,6 +51,9 @@ pub enum Which {
         /// Readings per batch.
         #[arg(long, default_value_t = 100)]
         batch_size: usize,
+        /// Commands for the round-trip latency.
+        #[arg(long, default_value_t = 200)]
+        commands: usize,
     },
 }
 
@@ -85,7 +88,8 @@ pub fn run(w: Which) -> Result<()> {
             devices,
             batches,
             batch_size,
-        } => crate::bench_telemetry::run(devices, batches, batch_size),
+            commands,
+        } => crate::bench_telemetry::run(devices, batches, batch_size, commands),
         Which::Auth(a) => {
             crate::bench_auth::run(a.devices, a.concurrency, a.manifest, &a.registered)
         }

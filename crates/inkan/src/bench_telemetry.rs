@@ -19,7 +19,7 @@ fn batch(device: usize, k: usize, size: usize) -> Vec<Reading> {
 }
 
 /// Runs the benchmark.
-pub fn run(devices: usize, batches: usize, batch_size: usize) -> Result<()> {
+pub fn run(devices: usize, batches: usize, batch_size: usize, commands: usize) -> Result<()> {
     println!(
         "inkan bench telemetry: {devices} devices, {batches} batches of {batch_size} readings of 64 bytes each, over OSCORE to inkan serve (SQLite, own process)"
     );
@@ -30,18 +30,81 @@ pub fn run(devices: usize, batches: usize, batch_size: usize) -> Result<()> {
         .to_string_lossy()
         .to_string();
     let rt = tokio::runtime::Runtime::new()?;
-    let (tenant, _) = rt.block_on(register_bench_family(&f, &db))?;
+    let (tenant, fam_id) = rt.block_on(register_bench_family(&f, &db))?;
     let (mut server, addr) = spawn_serve(&f, &db)?;
-    let result = (|| -> Result<(f64, Vec<Duration>)> {
+    let result = (|| -> Result<(f64, Vec<Duration>, Vec<Duration>)> {
         let rt_args = inkan_device::Retransmission {
             ack_timeout: Duration::from_secs(2),
             max_retransmit: 4,
         };
         let mut uplinks = Vec::new();
+        let mut sessions = Vec::new();
         for c in &chips {
             let connected = inkan_device::connect(c.clone(), addr, rt_args)?;
             uplinks.push(inkan_device::Uplink::new(&connected, addr, rt_args)?);
+            sessions.push(connected);
         }
+        // Command round trip, on the first device: from the command being
+        // queued (signed) to the device's report being recorded, the
+        // device polling without pause and its chip verifying each command.
+        let command_rtt = {
+            let key = inkan_pki::SoftwareKey::load(
+                &f.dir().join("keys/dev-cloud-command.key.pem"),
+                b"bench",
+            )?;
+            let identity = crate::cloud::load_identity(
+                &f.dir().join("keys/dev-cloud-auth.key.pem"),
+                b"bench",
+            )?;
+            let issuer = rt.block_on(async {
+                anyhow::Ok(
+                    inkan_cloud::AuthService::new(
+                        inkan_cloud::Registry::new(inkan_cloud::Store::open(&db).await?),
+                        identity,
+                        inkan_cloud::Limits::default(),
+                    )
+                    .with_command_key(Box::new(key)),
+                )
+            })?;
+            let device = rt
+                .block_on(issuer.registry.store.devices_of_family(&tenant, &fam_id))?
+                .into_iter()
+                .find(|d| d.serial == sessions[0].serial)
+                .ok_or_else(|| anyhow::anyhow!("device row"))?;
+            // A session of its own, apart from the readings'.
+            let own = inkan_device::connect(chips[0].clone(), addr, rt_args)?;
+            let mut up = inkan_device::Uplink::new(&own, addr, rt_args)?;
+            let mut executed = inkan_device::Executed::open(None)?;
+            let mut actuator =
+                |_: &inkan_proto::command::Command| -> Result<String, String> { Ok("done".into()) };
+            let mut rtt = Vec::with_capacity(commands);
+            for _ in 0..commands {
+                let t = Instant::now();
+                rt.block_on(inkan_cloud::commands::issue(
+                    &issuer,
+                    &tenant,
+                    std::slice::from_ref(&device),
+                    "toggle",
+                    b"",
+                    60,
+                ))?;
+                loop {
+                    match inkan_device::poll_and_run(
+                        &mut up,
+                        &chips[0],
+                        &mut executed,
+                        &mut actuator,
+                    )? {
+                        inkan_device::Polled::Ran(..) => break,
+                        inkan_device::Polled::Nothing => continue,
+                        inkan_device::Polled::Refused(e) => bail!("command refused: {e}"),
+                    }
+                }
+                rtt.push(t.elapsed());
+            }
+            rtt.sort();
+            rtt
+        };
         let t = Instant::now();
         let lat = std::sync::Mutex::new(Vec::with_capacity(devices * batches));
         let failures = std::sync::atomic::AtomicUsize::new(0);
@@ -75,11 +138,15 @@ pub fn run(devices: usize, batches: usize, batch_size: usize) -> Result<()> {
             .into_inner()
             .map_err(|_| anyhow::anyhow!("latency lock"))?;
         l.sort();
-        Ok(((devices * batches * batch_size) as f64 / wall, l))
+        Ok((
+            (devices * batches * batch_size) as f64 / wall,
+            l,
+            command_rtt,
+        ))
     })();
     let _ = server.kill();
     let _ = server.wait();
-    let (rate, lat) = result?;
+    let (rate, lat, rtt) = result?;
 
     // Reference: the same rows, same batch size, inserted raw into the
     // same store (one transaction per batch, the same multi-row statements).
@@ -136,6 +203,12 @@ pub fn run(devices: usize, batches: usize, batch_size: usize) -> Result<()> {
         percentile(&lat, 500).as_secs_f64() * 1000.0,
         percentile(&lat, 990).as_secs_f64() * 1000.0,
         rate / raw
+    );
+    println!(
+        "command round trip ({} commands: queued, polled, verified by the chip, run, result recorded): p50 {:.2} ms, p99 {:.2} ms",
+        rtt.len(),
+        percentile(&rtt, 500).as_secs_f64() * 1000.0,
+        percentile(&rtt, 990).as_secs_f64() * 1000.0
     );
     Ok(())
 }
