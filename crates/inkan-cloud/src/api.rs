@@ -577,6 +577,47 @@ async fn family_revocations(
     }))
 }
 
+/// Whether a family's readings must be signed by the devices' chips.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct SignedReadingsBody {
+    /// Required from now on.
+    pub required: bool,
+}
+
+#[utoipa::path(post, path = "/v1/families/{id}/signed-readings", request_body = SignedReadingsBody, responses((status = 200, description = "{\"required\": bool}"), (status = 404)))]
+async fn family_signed_readings(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<SignedReadingsBody>,
+) -> ApiResult<serde_json::Value> {
+    let c = caller(
+        &st,
+        &headers,
+        Role::Admin,
+        "POST /v1/families/{id}/signed-readings",
+    )
+    .await?;
+    let store = &st.auth.registry.store;
+    let f = store
+        .families()
+        .await?
+        .into_iter()
+        .find(|f| f.id == id && f.tenant_id == c.tenant_id)
+        .ok_or_else(not_found)?;
+    store.set_signed_readings(&f.id, b.required).await?;
+    store
+        .audit(
+            Some(&c.tenant_id),
+            "family-signed-readings",
+            &f.name,
+            "ok",
+            &format!("required {} (token {})", b.required, c.token_id),
+        )
+        .await?;
+    Ok(Json(serde_json::json!({ "required": b.required })))
+}
+
 #[utoipa::path(post, path = "/v1/families/{id}/crl", request_body = CrlBody, responses((status = 200, description = "{\"crl_number\", \"listed\", \"devices_revoked\"}"), (status = 400), (status = 404)))]
 async fn import_family_crl(
     State(st): State<Arc<ApiState>>,
@@ -687,6 +728,9 @@ pub struct ReadingView {
     pub value_hex: String,
     /// When the cloud stored it (s since the epoch).
     pub received: i64,
+    /// The device's COSE_Sign1 over the batch this reading came in (hex),
+    /// when its family requires signed readings.
+    pub signature_hex: Option<String>,
 }
 
 /// One page of readings.
@@ -768,6 +812,7 @@ async fn readings(
             channel: r.channel,
             value_hex: hex::encode(r.value),
             received: r.received,
+            signature_hex: r.signature.map(hex::encode),
         })
         .collect();
     let with_cursor = |mut rsp: Response| {
@@ -969,6 +1014,7 @@ async fn new_token(
         family_action,
         family_revocations,
         import_family_crl,
+        family_signed_readings,
         import_manifest,
         readings,
         issue_command,
@@ -988,6 +1034,7 @@ async fn new_token(
         ReadingsQuery,
         ReadingView,
         ReadingsPage,
+        SignedReadingsBody,
         CommandBody,
         CommandView,
         CommandsQuery,
@@ -1010,6 +1057,10 @@ pub fn router(auth: Arc<AuthService>) -> Router {
         .route("/v1/families/challenge", post(family_challenge))
         .route("/v1/families/{id}/revocations", get(family_revocations))
         .route("/v1/families/{id}/crl", post(import_family_crl))
+        .route(
+            "/v1/families/{id}/signed-readings",
+            post(family_signed_readings),
+        )
         .route("/v1/families/{id}/{action}", post(family_action))
         .route("/v1/manifests", post(import_manifest))
         .route("/v1/audit", get(audit))

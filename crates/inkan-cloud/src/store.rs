@@ -996,10 +996,22 @@ impl Store {
         session: &SessionRow,
         piv: i64,
         readings: &[(i64, i64, Vec<u8>)],
+        signature: Option<&[u8]>,
         new_window: (i64, i64),
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         Self::insert_readings(&mut tx, session, piv, readings).await?;
+        if let Some(cose) = signature {
+            sqlx::query(
+                "INSERT INTO reading_signatures (device_id, session_id, piv, cose) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&session.device_id)
+            .bind(&session.id)
+            .bind(piv)
+            .bind(cose.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        }
         let n = sqlx::query(
             "UPDATE sessions SET replay_high = $1, replay_bits = $2 WHERE id = $3 \
              AND COALESCE(replay_high, -1) = $4 AND COALESCE(replay_bits, 0) = $5",
@@ -1081,6 +1093,40 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(device).collect()
+    }
+
+    /// A device's public key and whether its family requires signed
+    /// readings.
+    pub async fn device_signing(&self, device_id: &str) -> Result<(Vec<u8>, bool), StoreError> {
+        let r = sqlx::query(
+            "SELECT d.public_key, COALESCE(f.signed_readings, 0) AS required FROM devices d \
+             LEFT JOIN families f ON f.id = d.family_id WHERE d.id = $1",
+        )
+        .bind(device_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            r.try_get("public_key")?,
+            r.try_get::<i64, _>("required")? != 0,
+        ))
+    }
+
+    /// Requires (or not) the readings of a family's devices to be signed
+    /// by their secure elements.
+    pub async fn set_signed_readings(
+        &self,
+        family_id: &str,
+        required: bool,
+    ) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("UPDATE families SET signed_readings = $1 WHERE id = $2")
+                .bind(i64::from(required))
+                .bind(family_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1,
+        )
     }
 
     /// Queues a signed command.
@@ -1255,8 +1301,9 @@ impl Store {
             None => (i64::MIN, String::new(), String::new(), i64::MIN, i64::MIN),
         };
         let rows = sqlx::query(
-            "SELECT r.device_id, d.serial, r.session_id, r.piv, r.idx, r.time, r.channel, r.value, r.received \
+            "SELECT r.device_id, d.serial, r.session_id, r.piv, r.idx, r.time, r.channel, r.value, r.received, s.cose \
              FROM readings r JOIN devices d ON d.id = r.device_id \
+             LEFT JOIN reading_signatures s ON s.device_id = r.device_id AND s.session_id = r.session_id AND s.piv = r.piv \
              WHERE d.tenant_id = $1 AND ($2 = '' OR r.device_id = $2) AND ($3 = '' OR d.family_id = $3) \
              AND r.time >= $4 AND r.time < $5 \
              AND (r.time > $6 OR (r.time = $6 AND (r.device_id > $7 OR (r.device_id = $7 AND (r.session_id > $8 \
@@ -1290,6 +1337,7 @@ impl Store {
                     channel: r.try_get("channel")?,
                     value: r.try_get("value")?,
                     received: r.try_get("received")?,
+                    signature: r.try_get("cose")?,
                 })
             })
             .collect()
@@ -1383,4 +1431,6 @@ pub struct ReadingRow {
     pub value: Vec<u8>,
     /// When the cloud stored it (Unix seconds).
     pub received: i64,
+    /// The device's COSE_Sign1 over the batch it came in, when signed.
+    pub signature: Option<Vec<u8>>,
 }

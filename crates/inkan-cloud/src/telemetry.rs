@@ -33,6 +33,12 @@ pub enum TelemetryError {
     /// The batch inside a valid request is malformed.
     #[error("{0}")]
     Batch(#[from] BatchError),
+    /// A signed batch whose signature does not verify with the device key.
+    #[error("batch signature does not verify with the device's key")]
+    BatchSignature,
+    /// The device's family requires signed readings.
+    #[error("this family requires readings signed by the secure element")]
+    SignatureRequired,
     /// No such resource.
     #[error("no resource {0}")]
     NotFound(String),
@@ -220,7 +226,28 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
                 .map_err(|e| plain(e.into()))?;
             return Err((e, Some(p)));
         }
-        let batch = match decode_batch(&inner.payload) {
+        let (public_key, required) = store
+            .device_signing(&s.device_id)
+            .await
+            .map_err(|e| plain(e.into()))?;
+        let checked = if inkan_proto::telemetry::is_signed(&inner.payload) {
+            match inkan_proto::telemetry::open_signed(&inner.payload) {
+                Ok(sb) if inkan_pki::signer::verify_raw(&public_key, &sb.tbs, &sb.signature) => {
+                    decode_batch(&sb.batch)
+                        .map(|b| (b, Some(inner.payload.clone())))
+                        .map_err(TelemetryError::from)
+                }
+                Ok(_) => Err(TelemetryError::BatchSignature),
+                Err(e) => Err(e.into()),
+            }
+        } else if required {
+            Err(TelemetryError::SignatureRequired)
+        } else {
+            decode_batch(&inner.payload)
+                .map(|b| (b, None))
+                .map_err(TelemetryError::from)
+        };
+        let (batch, signature) = match checked {
             Ok(b) => b,
             Err(e) => {
                 let p = respond(
@@ -229,7 +256,7 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
                     e.to_string().into_bytes(),
                 )
                 .map_err(|e| plain(e.into()))?;
-                return Err((e.into(), Some(p)));
+                return Err((e, Some(p)));
             }
         };
         let rows: Vec<(i64, i64, Vec<u8>)> = batch
@@ -243,7 +270,7 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
             })
             .collect();
         if store
-            .ingest(&s, seq, &rows, window)
+            .ingest(&s, seq, &rows, signature.as_deref(), window)
             .await
             .map_err(|e| plain(e.into()))?
         {

@@ -508,6 +508,7 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
 }
 
 on_both_stores!(
+    signed_readings_are_kept_with_their_records,
     commands_reach_actuators_verified_by_their_chips,
     readings_flow_under_oscore_and_attacks_are_refused,
     suite_0_devices_use_x25519_and_ed25519_in_the_chip,
@@ -1709,4 +1710,89 @@ fn commands_reach_actuators_verified_by_their_chips(db: Db) {
             "no audit entry for a {state} command"
         );
     }
+}
+
+/// A family that requires signed readings: an unsigned batch is refused, a
+/// batch signed by the chip is stored with its COSE_Sign1, which verifies
+/// with the device's certificate key; a batch signed by another key, or a
+/// signed batch whose content was changed, is refused.
+fn signed_readings_are_kept_with_their_records(db: Db) {
+    use inkan_device::{Uplink, UplinkError};
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = rt.block_on(cloud(db, dir.path(), &w.cloud_key, Limits::default()));
+    let store = &auth.registry.store;
+    let tenant = rt.block_on(store.ensure_tenant("acme")).unwrap();
+    let fam = rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, auth.clone());
+    let d0 = driver(&w, 0);
+    let c = connect(d0.clone(), addr, quick()).unwrap();
+    let mut up = Uplink::new(&c, addr, quick()).unwrap();
+    // Not required yet: unsigned batches are fine.
+    assert_eq!(up.send(&batch(2, 0)).unwrap(), 2);
+    assert!(rt.block_on(store.set_signed_readings(&fam, true)).unwrap());
+    let refused = |r: Result<u64, UplinkError>, want: &str| match r {
+        Err(UplinkError::Refused { code, detail }) => {
+            assert_eq!(code, "4.00");
+            assert!(detail.contains(want), "{detail}");
+        }
+        other => panic!("expected a refusal ({want}), got {other:?}"),
+    };
+    refused(up.send(&batch(2, 10)), "requires readings signed");
+    assert_eq!(up.send_signed(&batch(3, 20), &d0).unwrap(), 3);
+    let rows = rt
+        .block_on(store.readings(&tenant, None, None, 20, 100, None, 10))
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    let cose = rows[0].signature.clone().expect("signature kept");
+    let sb = inkan_proto::telemetry::open_signed(&cose).unwrap();
+    let point = leaf_of(&w, 0).public_point();
+    assert!(inkan_pki::signer::verify_raw(
+        &point,
+        &sb.tbs,
+        &sb.signature
+    ));
+    assert_eq!(
+        inkan_proto::telemetry::decode_batch(&sb.batch).unwrap(),
+        batch(3, 20)
+    );
+    // Signed by another key.
+    let other = SoftwareKey::generate(KeyCurve::P256);
+    let forged = inkan_proto::telemetry::sign_batch(
+        &inkan_proto::telemetry::encode_batch(&batch(1, 30)),
+        false,
+        |tbs| inkan_pki::signer::sign_raw(&other, tbs),
+    )
+    .unwrap();
+    refused(
+        up.request(coap_lite::RequestType::Post, "telemetry", forged)
+            .map(|_| 0),
+        "batch signature does not verify",
+    );
+    // The device's genuine signature over other content.
+    let mut altered = inkan_proto::telemetry::sign_batch(
+        &inkan_proto::telemetry::encode_batch(&batch(1, 40)),
+        false,
+        |tbs| {
+            inkan_proto::edhoc::crypto::SignatureKey::sign(
+                &mut inkan_device::SeSigner::new(d0.clone()),
+                tbs,
+            )
+        },
+    )
+    .unwrap();
+    let pos = altered.len() - 70;
+    altered[pos] ^= 0x01;
+    match up.request(coap_lite::RequestType::Post, "telemetry", altered) {
+        Err(UplinkError::Refused { code, .. }) => assert_eq!(code, "4.00"),
+        other => panic!("an altered signed batch was accepted: {other:?}"),
+    }
+    assert_eq!(
+        rt.block_on(store.readings(&tenant, None, None, 0, i64::MAX, None, 100))
+            .unwrap()
+            .len(),
+        5,
+        "nothing stored from refused batches"
+    );
 }

@@ -526,6 +526,44 @@ impl Uplink {
         Ok(n)
     }
 
+    /// Sends a batch signed by the chip's device key (COSE_Sign1: ES256 for
+    /// a P-256 key, EdDSA for Ed25519), for families that keep signatures
+    /// with their records. An Ed25519 chip signs the whole to-be-signed
+    /// bytes, so its signed batches must fit the chip's frame.
+    pub fn send_signed<T: Transport>(
+        &mut self,
+        readings: &[inkan_proto::telemetry::Reading],
+        driver: &SharedDriver<T>,
+    ) -> Result<u64, UplinkError> {
+        let batch = inkan_proto::telemetry::encode_batch(readings);
+        let ed25519 = {
+            let mut d = driver
+                .lock()
+                .map_err(|_| UplinkError::Edhoc(EdhocError::Key("driver lock poisoned".into())))?;
+            d.slot_curve(DEVICE_KEY_SLOT)
+                .map_err(|e| UplinkError::Edhoc(key_err(e)))?
+                == Curve::Ed25519
+        };
+        let suite = if ed25519 {
+            Suite::X25519EdDsa
+        } else {
+            Suite::P256Es256
+        };
+        let signed = inkan_proto::telemetry::sign_batch(&batch, ed25519, |tbs| {
+            SeSigner::for_suite(driver.clone(), suite).sign(tbs)
+        })?;
+        let rsp = self.request(
+            coap_lite::RequestType::Post,
+            inkan_proto::telemetry::PATH,
+            signed,
+        )?;
+        let mut d = inkan_proto::cbor::Decoder::new(&rsp.payload);
+        d.int()
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| UplinkError::Coap("acknowledgement is not a count".into()))
+    }
+
     /// A protected confirmable request; returns the verified response.
     pub fn request(
         &mut self,

@@ -174,8 +174,14 @@ pub fn spki_der(point: &[u8]) -> Result<Vec<u8>, PkiError> {
 /// verify path of the cloud).
 pub fn verify_raw(point: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     use aws_lc_rs::signature::{
-        UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED,
+        UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ED25519,
     };
+    if point.len() == 32 {
+        // An Ed25519 key: pure EdDSA over the message.
+        return UnparsedPublicKey::new(&ED25519, point)
+            .verify(msg, sig)
+            .is_ok();
+    }
     match KeyCurve::of_point(point) {
         Some(KeyCurve::P256) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
             .verify(msg, sig)

@@ -84,6 +84,77 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Reading>, BatchError> {
     Ok(out)
 }
 
+/// A batch signed by the device key: a COSE_Sign1 (tag 18) carrying the
+/// encoded batch, ES256 (P-256 devices) or EdDSA (Ed25519 devices). `sign`
+/// returns the raw signature over the to-be-signed bytes it is given.
+pub fn sign_batch<E>(
+    batch: &[u8],
+    ed25519: bool,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<Vec<u8>, E> {
+    use coset::{CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
+    let alg = if ed25519 {
+        coset::iana::Algorithm::EdDSA
+    } else {
+        coset::iana::Algorithm::ES256
+    };
+    let unsigned = CoseSign1Builder::new()
+        .protected(HeaderBuilder::new().algorithm(alg).build())
+        .payload(batch.to_vec())
+        .build();
+    let signature = sign(&unsigned.tbs_data(&[]))?;
+    Ok(coset::CoseSign1 {
+        signature,
+        ..unsigned
+    }
+    .to_tagged_vec()
+    .unwrap_or_default())
+}
+
+/// A signed batch opened (not verified): the batch bytes, the
+/// to-be-signed bytes, the signature, and whether it is EdDSA.
+pub struct SignedBatch {
+    /// The encoded batch.
+    pub batch: Vec<u8>,
+    /// What was signed.
+    pub tbs: Vec<u8>,
+    /// The raw signature.
+    pub signature: Vec<u8>,
+    /// EdDSA (else ES256).
+    pub ed25519: bool,
+}
+
+/// Whether a telemetry payload is a signed batch (a tagged COSE_Sign1).
+pub fn is_signed(payload: &[u8]) -> bool {
+    payload.first() == Some(&0xD2)
+}
+
+/// Opens a signed batch.
+pub fn open_signed(payload: &[u8]) -> Result<SignedBatch, BatchError> {
+    use coset::TaggedCborSerializable;
+    let m = coset::CoseSign1::from_tagged_slice(payload)
+        .map_err(|_| BatchError::Shape("signed batch is not a COSE_Sign1"))?;
+    let ed25519 = match m.protected.header.alg {
+        Some(coset::RegisteredLabelWithPrivate::Assigned(coset::iana::Algorithm::ES256)) => false,
+        Some(coset::RegisteredLabelWithPrivate::Assigned(coset::iana::Algorithm::EdDSA)) => true,
+        _ => {
+            return Err(BatchError::Shape(
+                "signed batch: algorithm not ES256 or EdDSA",
+            ))
+        }
+    };
+    let batch = m
+        .payload
+        .clone()
+        .ok_or(BatchError::Shape("signed batch without its payload"))?;
+    Ok(SignedBatch {
+        tbs: m.tbs_data(&[]),
+        signature: m.signature,
+        batch,
+        ed25519,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

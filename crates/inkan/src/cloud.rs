@@ -201,6 +201,10 @@ Example:
         /// across restarts too).
         #[arg(long)]
         executed: Option<PathBuf>,
+        /// Sign each batch in the secure element (COSE_Sign1), for families
+        /// that keep signatures with their records.
+        #[arg(long)]
+        sign_readings: bool,
     },
 }
 
@@ -274,6 +278,7 @@ pub fn device(c: DeviceCmd) -> Result<()> {
             batch,
             count,
             executed,
+            sign_readings,
         } => {
             let cloud = coap_addr(&cloud)?;
             let d = Arc::new(Mutex::new(open_device(&se, &device_secrets)?));
@@ -309,7 +314,13 @@ pub fn device(c: DeviceCmd) -> Result<()> {
                         uplink.insert(inkan_device::Uplink::new(&c, cloud, rt)?)
                     }
                 };
-                let polled = up.send(&sensor.read(batch)).and_then(|n| {
+                let readings = sensor.read(batch);
+                let sent_batch = if sign_readings {
+                    up.send_signed(&readings, &d)
+                } else {
+                    up.send(&readings)
+                };
+                let polled = sent_batch.and_then(|n| {
                     sent += 1;
                     println!("batch {sent}: {n} readings stored");
                     // Commands waiting for this device, verified by the chip.
@@ -531,6 +542,15 @@ enum FamilyCmd {
         /// Family id.
         id: String,
     },
+    /// Require (or stop requiring) readings signed by the devices' chips.
+    #[command(after_help = "Example:\n  inkan cloud family signed-readings 51ab… --required true")]
+    SignedReadings {
+        /// Family id.
+        id: String,
+        /// true or false.
+        #[arg(long, action = clap::ArgAction::Set)]
+        required: bool,
+    },
     /// Import a CRL signed by the family CA (from `inkan factory family
     /// crl`): the devices it lists are revoked; an older CRL is refused.
     #[command(
@@ -613,6 +633,10 @@ pub fn cloud(a: CloudArgs) -> Result<()> {
             post(&format!("/v1/devices/{id}/{action}"), serde_json::json!({}))?
         }
         CloudCmd::Family(FamilyCmd::List) => get("/v1/families")?,
+        CloudCmd::Family(FamilyCmd::SignedReadings { id, required }) => post(
+            &format!("/v1/families/{id}/signed-readings"),
+            serde_json::json!({ "required": required }),
+        )?,
         CloudCmd::Family(FamilyCmd::Revocations { id }) => {
             get(&format!("/v1/families/{id}/revocations"))?
         }
