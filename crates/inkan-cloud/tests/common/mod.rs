@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod world;
+
 /// A store kind.
 #[derive(Clone, Copy, Debug)]
 pub enum Db {
