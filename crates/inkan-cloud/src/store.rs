@@ -998,6 +998,9 @@ async fn take_exchange_on(pool: &AnyPool, c_r: &str) -> Result<Option<(Vec<u8>, 
     }
 }
 
+/// A taken exchange: its state and expiry.
+type Taken = Option<(Vec<u8>, i64)>;
+
 /// A request to the exchange batcher.
 #[derive(Debug)]
 enum ExchangeJob {
@@ -1011,7 +1014,7 @@ enum ExchangeJob {
     },
     Take {
         c_r: String,
-        done: tokio::sync::oneshot::Sender<Result<Option<(Vec<u8>, i64)>, String>>,
+        done: tokio::sync::oneshot::Sender<Result<Taken, String>>,
     },
 }
 
@@ -1078,11 +1081,10 @@ async fn exchange_batcher(
 
 /// One batch in one transaction: the puts' verdicts and the takes' results,
 /// each in job order.
-#[allow(clippy::type_complexity)]
 async fn exchange_batch(
     pool: &AnyPool,
     jobs: &[ExchangeJob],
-) -> Result<(Vec<bool>, Vec<Option<(Vec<u8>, i64)>>), StoreError> {
+) -> Result<(Vec<bool>, Vec<Taken>), StoreError> {
     let t = now();
     let mut tx = pool.begin().await?;
     let puts: Vec<_> = jobs
