@@ -48,9 +48,20 @@ pub struct ServeArgs {
     /// service issues no commands.
     #[arg(long)]
     command_key: Option<PathBuf>,
-    /// The command key before a rotation: it signs only the
+    /// The command key inside a PKCS#11 token instead of a file: the
+    /// module (PIN in $INKAN_PKCS11_PIN; with --command-token and
+    /// --command-key-label).
+    #[arg(long, conflicts_with = "command_key", requires_all = ["command_token", "command_key_label"])]
+    command_key_pkcs11: Option<PathBuf>,
+    /// The token holding the command key (its label).
+    #[arg(long, requires = "command_key_pkcs11")]
+    command_token: Option<String>,
+    /// The command key's CKA_LABEL in the token.
+    #[arg(long, requires = "command_key_pkcs11")]
+    command_key_label: Option<String>,
+    /// The command key before a rotation (a key file): it signs only the
     /// rotate-command-key commands that hand devices the current one.
-    #[arg(long, requires = "command_key")]
+    #[arg(long)]
     previous_command_key: Option<PathBuf>,
 }
 
@@ -105,7 +116,37 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         }
         Ok(k)
     };
-    let command_key = a.command_key.as_deref().map(load_key).transpose()?;
+    let command_key: Option<Box<dyn inkan_pki::CaSigner>> = match (
+        a.command_key.as_deref(),
+        &a.command_key_pkcs11,
+        &a.command_token,
+        &a.command_key_label,
+    ) {
+        (Some(p), ..) => Some(Box::new(load_key(p)?)),
+        (None, Some(module), Some(token), Some(label)) => {
+            let pin = std::env::var("INKAN_PKCS11_PIN")
+                .map_err(|_| anyhow!("give the token PIN in $INKAN_PKCS11_PIN"))?;
+            Some(Box::new(
+                inkan_pki::pkcs11::Pkcs11Signer::open(&inkan_pki::pkcs11::TokenKey {
+                    module: module.clone(),
+                    token: token.clone(),
+                    pin,
+                    label: label.clone(),
+                })
+                .with_context(|| format!("opening the command key {label:?} in token {token:?}"))?,
+            ))
+        }
+        _ => None,
+    };
+    if command_key
+        .as_ref()
+        .is_some_and(|k| k.curve() != inkan_pki::KeyCurve::P256)
+    {
+        bail!("the command key must be P-256 (ES256)");
+    }
+    if a.previous_command_key.is_some() && command_key.is_none() {
+        bail!("--previous-command-key needs the current command key (--command-key or --command-key-pkcs11)");
+    }
     let previous_key = a
         .previous_command_key
         .as_deref()
@@ -126,7 +167,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             },
         );
         if let Some(k) = command_key {
-            service = service.with_command_key(Box::new(k));
+            service = service.with_command_key(k);
         }
         if let Some(k) = previous_key {
             service = service.with_previous_command_key(Box::new(k));
