@@ -13,6 +13,8 @@ use sha2::Digest;
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
+pub mod firmware;
+
 /// A driver shared by the EDHOC key objects of one exchange.
 pub type SharedDriver<T> = Arc<Mutex<Driver<T>>>;
 
@@ -149,7 +151,7 @@ pub struct Identity {
 }
 
 /// Reads a DER object (SEQUENCE with a definite length) from the start of a zone.
-fn read_der<T: Transport>(d: &mut Driver<T>, zone: u8) -> Result<Vec<u8>, DeviceError> {
+pub(crate) fn read_der<T: Transport>(d: &mut Driver<T>, zone: u8) -> Result<Vec<u8>, DeviceError> {
     let head = d.read_zone(zone, 0, 4)?;
     let len = match head.as_slice() {
         [0x30, 0x82, a, b] => 4 + usize::from(u16::from_be_bytes([*a, *b])),

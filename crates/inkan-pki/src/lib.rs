@@ -3,6 +3,7 @@
 pub mod cert;
 pub mod crl;
 mod error;
+pub mod firmware;
 pub mod manifest;
 pub mod pkcs11;
 pub mod signer;

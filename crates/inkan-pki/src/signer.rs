@@ -170,6 +170,17 @@ pub fn spki_der(point: &[u8]) -> Result<Vec<u8>, PkiError> {
         .to_vec())
 }
 
+/// The SEC1 point of a P-256 or P-384 SubjectPublicKeyInfo (DER).
+pub fn point_of_spki(spki: &[u8]) -> Result<Vec<u8>, PkiError> {
+    use p256::pkcs8::DecodePublicKey;
+    if let Ok(k) = p256::PublicKey::from_public_key_der(spki) {
+        return Ok(k.to_sec1_bytes().to_vec());
+    }
+    p384::PublicKey::from_public_key_der(spki)
+        .map(|k| k.to_sec1_bytes().to_vec())
+        .map_err(|e| PkiError::malformed("public key", e))
+}
+
 /// Verifies a raw `r ‖ s` ECDSA signature over `msg` with aws-lc-rs (the
 /// verify path of the cloud).
 pub fn verify_raw(point: &[u8], msg: &[u8], sig: &[u8]) -> bool {

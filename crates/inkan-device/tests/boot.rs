@@ -1,0 +1,121 @@
+//! The boot check on a personalized chip: an image signed with the OEM
+//! firmware key (pinned in zone 3 at the factory) for the device's family
+//! boots; a tampered image, a manifest signed by another key, a manifest for
+//! another family, a truncated image, and a downgrade below the security
+//! version the chip's one-way counter records (even correctly signed, even
+//! a replayed older manifest) are each refused with their reason.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use inkan_device::firmware::{boot_check, confirm, security_version, BootRefused};
+use inkan_factory::personalize::BatchConfig;
+use inkan_factory::{Factory, InitOptions, KeyStore, Personalizer, Secrets};
+use inkan_pki::firmware::{sign, FirmwareManifest};
+use inkan_pki::{CertPolicy, KeyCurve, SoftwareKey};
+use inkan_se::{Chip, Driver, InProcess, Personality};
+use std::sync::{Arc, Mutex};
+
+#[test]
+fn only_signed_images_for_this_family_boot_and_never_downgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Factory::init(
+        &dir.path().join("factory"),
+        InitOptions {
+            organization: "boot test".into(),
+            curve: KeyCurve::P256,
+            policy: CertPolicy::default(),
+            keys: KeyStore::File,
+            anchors: None,
+        },
+        Secrets {
+            passphrase: Some(zeroize::Zeroizing::new(b"pw".to_vec())),
+            pin: None,
+        },
+    )
+    .unwrap();
+    f.create_family("meter", KeyCurve::P256, true).unwrap();
+    let cfg = BatchConfig {
+        family: "meter".into(),
+        count: 1,
+        personality: Personality::A120,
+    };
+    let mut p = Personalizer::open(&f, "meter", "b", &cfg).unwrap();
+    let path = p.emulated_chips(1, Personality::A120).unwrap().remove(0);
+    let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
+    p.personalize(&mut d, Some(&path)).unwrap();
+    let serial = hex::encode_upper(d.serial().unwrap());
+    d.open_session(p.device_secrets(&serial).unwrap().host_keys().unwrap())
+        .unwrap();
+    let driver = Arc::new(Mutex::new(d));
+    let oem = SoftwareKey::load(&f.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
+
+    let image: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let manifest = |img: &[u8], class: &str, sv: u32, key: &SoftwareKey| {
+        sign(
+            &FirmwareManifest::describe(img, "Boot Org", class, &format!("1.{sv}"), sv),
+            key,
+        )
+        .unwrap()
+    };
+    // Genuine: boots, and confirming records security version 3.
+    let v3 = manifest(&image, "meter", 3, &oem);
+    let ok = boot_check(&driver, &image, &v3).unwrap();
+    assert_eq!(ok.manifest.security_version, 3);
+    assert_eq!(ok.device_security_version, 0);
+    assert_eq!(confirm(&driver, 3).unwrap(), 3);
+    assert_eq!(
+        security_version(&mut driver.lock().unwrap()).unwrap(),
+        3,
+        "the one-way counter records it"
+    );
+
+    // A tampered image (one bit).
+    let mut tampered = image.clone();
+    tampered[100_000] ^= 0x20;
+    assert!(matches!(
+        boot_check(&driver, &tampered, &v3),
+        Err(BootRefused::Digest)
+    ));
+    // A truncated image.
+    assert!(matches!(
+        boot_check(&driver, &image[..image.len() - 1], &v3),
+        Err(BootRefused::Size { .. })
+    ));
+    // A manifest signed by another key.
+    let rogue = SoftwareKey::generate(KeyCurve::P256);
+    assert!(matches!(
+        boot_check(&driver, &image, &manifest(&image, "meter", 4, &rogue)),
+        Err(BootRefused::Signature)
+    ));
+    // A manifest altered after signing (the security version raised).
+    let mut altered = v3.clone();
+    let at = altered.len() - 80;
+    altered[at] ^= 0x01;
+    assert!(matches!(
+        boot_check(&driver, &image, &altered),
+        Err(BootRefused::Signature) | Err(BootRefused::Manifest(_))
+    ));
+    // For another family.
+    assert!(matches!(
+        boot_check(&driver, &image, &manifest(&image, "valve", 4, &oem)),
+        Err(BootRefused::Class { .. })
+    ));
+    // A correctly signed older image: a downgrade.
+    let old: Vec<u8> = image.iter().rev().copied().collect();
+    let v2 = manifest(&old, "meter", 2, &oem);
+    match boot_check(&driver, &old, &v2) {
+        Err(BootRefused::Downgrade { manifest, device }) => assert_eq!((manifest, device), (2, 3)),
+        other => panic!("expected a downgrade refusal, got {other:?}"),
+    }
+    // Confirming a lower version never moves the counter back.
+    assert_eq!(confirm(&driver, 1).unwrap(), 3);
+    // Malformed manifests.
+    for bad in [vec![], vec![0xD2, 0x84], v3[..v3.len() / 2].to_vec()] {
+        assert!(matches!(
+            boot_check(&driver, &image, &bad),
+            Err(BootRefused::Manifest(_))
+        ));
+    }
+    // The same version again still boots (reinstall).
+    boot_check(&driver, &image, &v3).unwrap();
+}
