@@ -196,6 +196,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
 /// `inkan device …`.
 #[derive(clap::Subcommand)]
 pub enum DeviceCmd {
+    /// The boot check: the chip verifies the firmware manifest against the
+    /// OEM key pinned at the factory; the manifest must be for this
+    /// device's family, not below the security version the chip recorded,
+    /// and describe this exact image.
+    #[command(after_help = "\
+Example:
+  inkan device boot --se unix:/tmp/se.sock --device-secrets 0A1B….json --image app.bin --manifest app.manifest --confirm")]
+    Boot(BootArgs),
     /// Authenticate to the cloud with EDHOC over CoAP, every private-key
     /// operation in the secure element; print the session.
     #[command(after_help = "\
@@ -247,6 +255,53 @@ Example:
         #[arg(long)]
         sign_readings: bool,
     },
+}
+
+/// `inkan device boot`.
+#[derive(clap::Args)]
+pub struct BootArgs {
+    /// The secure element: unix:PATH, tcp:127.0.0.1:PORT or i2c:/dev/i2c-N.
+    #[arg(long)]
+    se: Address,
+    /// The device secrets file the factory wrote (host MAC keys).
+    #[arg(long)]
+    device_secrets: PathBuf,
+    /// The image to boot.
+    #[arg(long)]
+    image: PathBuf,
+    /// Its signed manifest.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// After a successful check, record the image's security version in
+    /// the chip's one-way counter (the image booted and works).
+    #[arg(long)]
+    confirm: bool,
+}
+
+/// Runs `inkan device boot`: exits non-zero, with the reason, when the
+/// image must not run.
+fn boot(a: BootArgs) -> Result<()> {
+    let d = Arc::new(Mutex::new(open_device(&a.se, &a.device_secrets)?));
+    let image =
+        std::fs::read(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
+    let manifest =
+        std::fs::read(&a.manifest).with_context(|| format!("reading {}", a.manifest.display()))?;
+    let ok = inkan_device::firmware::boot_check(&d, &image, &manifest)
+        .map_err(|e| anyhow!("boot refused: {e}"))?;
+    println!(
+        "boot check passed: {} {} (security version {}, device at {}); hashing {:.2} ms, chip signature check {:.2} ms",
+        ok.manifest.class,
+        ok.manifest.firmware_version,
+        ok.manifest.security_version,
+        ok.device_security_version,
+        ok.hash_time.as_secs_f64() * 1000.0,
+        ok.verify_time.as_secs_f64() * 1000.0
+    );
+    if a.confirm {
+        let v = inkan_device::firmware::confirm(&d, ok.manifest.security_version)?;
+        println!("confirmed: the chip records security version {v}");
+    }
+    Ok(())
 }
 
 /// A simulated temperature sensor: a slow sine around 21 °C with noise,
@@ -311,6 +366,7 @@ fn open_device(
 /// Runs `inkan device`.
 pub fn device(c: DeviceCmd) -> Result<()> {
     match c {
+        DeviceCmd::Boot(a) => boot(a)?,
         DeviceCmd::Run {
             se,
             cloud,

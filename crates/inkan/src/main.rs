@@ -8,6 +8,7 @@ mod bench_telemetry;
 mod cloud;
 mod demo;
 mod factory;
+mod firmware;
 mod se;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,9 @@ enum Command {
     /// Operator commands for the cloud: tenants and tokens, devices,
     /// families, manifests, audit (through the operator API).
     Cloud(cloud::CloudArgs),
+    /// Firmware for the OEM: sign manifests, check them.
+    #[command(subcommand)]
+    Firmware(firmware::FirmwareCmd),
     /// The device side: authenticate to the cloud through the secure element.
     #[command(subcommand)]
     Device(cloud::DeviceCmd),
@@ -71,6 +75,7 @@ fn main() {
         Command::Serve(a) => cloud::serve(a),
         Command::Cloud(a) => cloud::cloud(a),
         Command::Device(c) => cloud::device(c),
+        Command::Firmware(c) => firmware::run(c),
         Command::Bench(w) => bench::run(w),
     };
     if let Err(e) = result {

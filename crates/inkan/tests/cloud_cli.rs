@@ -451,3 +451,117 @@ fn readings_survive_kill_9_on_sqlite() {
 fn readings_survive_kill_9_on_postgres() {
     readings_acknowledged_before_a_kill_9_survive(true);
 }
+
+/// The OEM signs a manifest, checks it, and a device boots it through its
+/// chip (then records its security version); a tampered image and a
+/// downgrade are refused with their reasons.
+#[test]
+fn firmware_signed_checked_and_booted_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for args in [
+        vec!["factory", "init", "--org", "FW Org"],
+        vec!["factory", "family", "create", "pump"],
+        vec![
+            "factory",
+            "personalize",
+            "--family",
+            "pump",
+            "--count",
+            "1",
+            "--batch",
+            "p1",
+        ],
+    ] {
+        ok(inkan(d).args(&args).output().unwrap());
+    }
+    let chip = std::fs::read_dir(d.join("factory/batches/p1/chips"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let secrets = std::fs::read_dir(d.join("factory/batches/p1/devices"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let sock = d.join("se.sock");
+    let mut se = inkan(d)
+        .args([
+            "se",
+            "serve",
+            "--listen",
+            &format!("unix:{}", sock.display()),
+            "--state",
+        ])
+        .arg(&chip)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_banner(&mut se);
+    let image: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(d.join("app.bin"), &image).unwrap();
+    let sign = |img: &str, sv: &str, out: &str| {
+        ok(inkan(d)
+            .args(["firmware", "sign", img, "--key"])
+            .arg(d.join("factory/keys/dev-firmware.key.pem"))
+            .args([
+                "--class",
+                "pump",
+                "--version",
+                "2.0",
+                "--security-version",
+                sv,
+            ])
+            .args(["--out", out])
+            .output()
+            .unwrap())
+    };
+    sign("app.bin", "5", "app.manifest");
+    let verified = ok(inkan(d)
+        .args(["firmware", "verify", "app.bin", "app.manifest", "--key-pub"])
+        .arg(d.join("factory/anchors/firmware.pub.pem"))
+        .output()
+        .unwrap());
+    assert!(verified.contains("security version 5"), "{verified}");
+    let boot = |img: &str, manifest: &str, confirm: bool| {
+        let mut c = inkan(d);
+        c.args([
+            "device",
+            "boot",
+            "--se",
+            &format!("unix:{}", sock.display()),
+        ])
+        .arg("--device-secrets")
+        .arg(&secrets)
+        .args(["--image", img, "--manifest", manifest]);
+        if confirm {
+            c.arg("--confirm");
+        }
+        c.output().unwrap()
+    };
+    let out = ok(boot("app.bin", "app.manifest", true));
+    assert!(out.contains("boot check passed"), "{out}");
+    assert!(out.contains("records security version 5"), "{out}");
+    // A tampered image.
+    let mut bad = image.clone();
+    bad[5] ^= 1;
+    std::fs::write(d.join("bad.bin"), &bad).unwrap();
+    let out = boot("bad.bin", "app.manifest", false);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tampered"));
+    // A correctly signed downgrade.
+    std::fs::write(d.join("old.bin"), &image[..50_000]).unwrap();
+    sign("old.bin", "4", "old.manifest");
+    let out = boot("old.bin", "old.manifest", false);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("downgrade refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    se.kill().unwrap();
+    se.wait().unwrap();
+}
