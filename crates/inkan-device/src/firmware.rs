@@ -183,3 +183,274 @@ pub fn confirm<T: Transport>(
     }
     self::security_version(&mut d)
 }
+
+/// A/B firmware slots on the device's disk: the running image in one slot,
+/// an update installed into the other, tried once, then confirmed (the chip
+/// records its security version) or reverted. Every change of state is one
+/// atomic rename, so a power cut at any step leaves a slot that passes the
+/// boot check.
+pub mod slots {
+    use super::{boot_check, confirm, BootRefused};
+    use crate::{DeviceError, SharedDriver};
+    use inkan_se::transport::Transport;
+    use std::path::{Path, PathBuf};
+
+    /// Which slot.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    pub enum Slot {
+        /// Slot A.
+        A,
+        /// Slot B.
+        B,
+    }
+
+    impl Slot {
+        fn other(self) -> Slot {
+            match self {
+                Slot::A => Slot::B,
+                Slot::B => Slot::A,
+            }
+        }
+        fn dir(self) -> &'static str {
+            match self {
+                Slot::A => "slot-a",
+                Slot::B => "slot-b",
+            }
+        }
+    }
+
+    /// The slot state, in `state.json`.
+    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    pub struct State {
+        /// The confirmed slot.
+        pub active: Slot,
+        /// An installed update waiting for its trial boot.
+        pub pending: Option<Slot>,
+        /// Whether the pending slot has been booted once already (a second
+        /// boot without confirmation reverts).
+        pub tried: bool,
+    }
+
+    /// Why an install or a boot failed.
+    #[derive(Debug, thiserror::Error)]
+    pub enum SlotError {
+        /// The image was refused.
+        #[error(transparent)]
+        Refused(#[from] BootRefused),
+        /// No slot holds a bootable image.
+        #[error("no bootable image: {0}")]
+        Unbootable(String),
+        /// The disk.
+        #[error("{path}: {source}")]
+        Io {
+            /// The file.
+            path: PathBuf,
+            /// What failed.
+            source: std::io::Error,
+        },
+        /// The chip.
+        #[error(transparent)]
+        Device(#[from] DeviceError),
+        /// A simulated power cut (tests).
+        #[error("power cut at {0}")]
+        PowerCut(&'static str),
+    }
+
+    /// What a boot chose.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Booted {
+        /// The slot running.
+        pub slot: Slot,
+        /// Whether this is the trial boot of an update.
+        pub trial: bool,
+        /// Its security version.
+        pub security_version: u32,
+    }
+
+    fn io(path: &Path, e: std::io::Error) -> SlotError {
+        SlotError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+
+    /// Writes a file atomically and durably (temp, fsync, rename, dir fsync).
+    fn write_atomic(path: &Path, data: &[u8]) -> Result<(), SlotError> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        f.write_all(data).map_err(|e| io(&tmp, e))?;
+        f.sync_all().map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// The slots in `dir`.
+    pub struct Slots {
+        dir: PathBuf,
+        /// Called before each durable step with its name; an error stops
+        /// there, as a power cut would (tests inject them).
+        pub step_hook: Box<dyn FnMut(&'static str) -> Result<(), SlotError> + Send>,
+    }
+
+    impl Slots {
+        /// Slots in `dir`; a fresh directory gets `image` + `manifest` as
+        /// its first, confirmed slot A.
+        pub fn open(dir: &Path) -> Slots {
+            Slots {
+                dir: dir.to_path_buf(),
+                step_hook: Box::new(|_| Ok(())),
+            }
+        }
+
+        fn step(&mut self, name: &'static str) -> Result<(), SlotError> {
+            (self.step_hook)(name)
+        }
+
+        fn path(&self, slot: Slot, file: &str) -> PathBuf {
+            self.dir.join(slot.dir()).join(file)
+        }
+
+        /// The state (slot A confirmed when there is none yet).
+        pub fn state(&self) -> Result<State, SlotError> {
+            let p = self.dir.join("state.json");
+            match std::fs::read(&p) {
+                Ok(b) => serde_json::from_slice(&b)
+                    .map_err(|e| io(&p, std::io::Error::other(e.to_string()))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
+                    active: Slot::A,
+                    pending: None,
+                    tried: false,
+                }),
+                Err(e) => Err(io(&p, e)),
+            }
+        }
+
+        fn set_state(&mut self, s: &State, step: &'static str) -> Result<(), SlotError> {
+            self.step(step)?;
+            let bytes = serde_json::to_vec(s).unwrap_or_default();
+            write_atomic(&self.dir.join("state.json"), &bytes)
+        }
+
+        fn read(&self, slot: Slot) -> Option<(Vec<u8>, Vec<u8>)> {
+            Some((
+                std::fs::read(self.path(slot, "image")).ok()?,
+                std::fs::read(self.path(slot, "manifest")).ok()?,
+            ))
+        }
+
+        /// Installs the factory image into slot A (first boot).
+        pub fn provision(&mut self, image: &[u8], manifest: &[u8]) -> Result<(), SlotError> {
+            std::fs::create_dir_all(self.dir.join("slot-a")).map_err(|e| io(&self.dir, e))?;
+            write_atomic(&self.path(Slot::A, "image"), image)?;
+            write_atomic(&self.path(Slot::A, "manifest"), manifest)
+        }
+
+        /// Verifies an update with the chip, then writes it into the
+        /// inactive slot and marks it pending. Nothing is written for an
+        /// image the chip refuses.
+        pub fn install<T: Transport>(
+            &mut self,
+            driver: &SharedDriver<T>,
+            image: &[u8],
+            manifest: &[u8],
+        ) -> Result<Slot, SlotError> {
+            boot_check(driver, image, manifest)?;
+            let mut st = self.state()?;
+            let target = st.active.other();
+            // A pending update not yet confirmed is dropped first.
+            if st.pending.is_some() {
+                st.pending = None;
+                st.tried = false;
+                self.set_state(&st, "drop pending")?;
+            }
+            let dir = self.dir.join(target.dir());
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            self.step("write image")?;
+            write_atomic(&self.path(target, "image"), image)?;
+            self.step("write manifest")?;
+            write_atomic(&self.path(target, "manifest"), manifest)?;
+            st.pending = Some(target);
+            st.tried = false;
+            self.set_state(&st, "mark pending")?;
+            Ok(target)
+        }
+
+        /// Chooses what to run: a pending update once (its trial), else
+        /// the active slot; every candidate passes the boot check first,
+        /// and a pending slot that fails it, or was already tried, is
+        /// dropped.
+        pub fn boot<T: Transport>(
+            &mut self,
+            driver: &SharedDriver<T>,
+        ) -> Result<Booted, SlotError> {
+            let mut st = self.state()?;
+            if let Some(p) = st.pending {
+                let ok = !st.tried
+                    && self
+                        .read(p)
+                        .and_then(|(i, m)| boot_check(driver, &i, &m).ok())
+                        .is_some();
+                if ok {
+                    st.tried = true;
+                    self.set_state(&st, "mark tried")?;
+                    let (i, m) = self
+                        .read(p)
+                        .ok_or_else(|| SlotError::Unbootable("pending slot vanished".into()))?;
+                    let sv = boot_check(driver, &i, &m)?.manifest.security_version;
+                    return Ok(Booted {
+                        slot: p,
+                        trial: true,
+                        security_version: sv,
+                    });
+                }
+                st.pending = None;
+                st.tried = false;
+                self.set_state(&st, "revert")?;
+            }
+            let (i, m) = self
+                .read(st.active)
+                .ok_or_else(|| SlotError::Unbootable(format!("slot {:?} is empty", st.active)))?;
+            let ok = boot_check(driver, &i, &m)
+                .map_err(|e| SlotError::Unbootable(format!("slot {:?}: {e}", st.active)))?;
+            // A power cut between activating a slot and advancing the
+            // counter is caught up here: the active slot's version is
+            // recorded.
+            if ok.manifest.security_version > ok.device_security_version {
+                confirm(driver, ok.manifest.security_version)?;
+            }
+            Ok(Booted {
+                slot: st.active,
+                trial: false,
+                security_version: ok.manifest.security_version,
+            })
+        }
+
+        /// The trial boot worked: the pending slot becomes active and the
+        /// chip records its security version.
+        pub fn confirm<T: Transport>(
+            &mut self,
+            driver: &SharedDriver<T>,
+        ) -> Result<u32, SlotError> {
+            let mut st = self.state()?;
+            let Some(p) = st.pending.filter(|_| st.tried) else {
+                return Err(SlotError::Unbootable("nothing on trial to confirm".into()));
+            };
+            let (i, m) = self
+                .read(p)
+                .ok_or_else(|| SlotError::Unbootable("pending slot vanished".into()))?;
+            let sv = boot_check(driver, &i, &m)?.manifest.security_version;
+            st.active = p;
+            st.pending = None;
+            st.tried = false;
+            self.set_state(&st, "activate")?;
+            self.step("advance counter")?;
+            Ok(confirm(driver, sv)?)
+        }
+    }
+}

@@ -119,3 +119,176 @@ fn only_signed_images_for_this_family_boot_and_never_downgrade() {
     // The same version again still boots (reinstall).
     boot_check(&driver, &image, &v3).unwrap();
 }
+
+/// A/B update with a power cut injected before each durable step of
+/// install, trial boot and confirmation in turn: after every cut the device
+/// still boots a verified image (the old or the new one), and finishing the
+/// update from there ends with the new image confirmed.
+#[test]
+fn a_power_cut_at_any_update_step_leaves_a_bootable_verified_image() {
+    use inkan_device::firmware::slots::{Slot, SlotError, Slots};
+    let dir = tempfile::tempdir().unwrap();
+    let f = Factory::init(
+        &dir.path().join("factory"),
+        InitOptions {
+            organization: "ab test".into(),
+            curve: KeyCurve::P256,
+            policy: CertPolicy::default(),
+            keys: KeyStore::File,
+            anchors: None,
+        },
+        Secrets {
+            passphrase: Some(zeroize::Zeroizing::new(b"pw".to_vec())),
+            pin: None,
+        },
+    )
+    .unwrap();
+    f.create_family("meter", KeyCurve::P256, true).unwrap();
+    let cfg = BatchConfig {
+        family: "meter".into(),
+        count: 12,
+        personality: Personality::A120,
+    };
+    let mut p = Personalizer::open(&f, "meter", "ab", &cfg).unwrap();
+    let oem = SoftwareKey::load(&f.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
+    let v1: Vec<u8> = vec![1; 40_000];
+    let v2: Vec<u8> = vec![2; 50_000];
+    let m1 = sign(&FirmwareManifest::describe(&v1, "o", "meter", "1", 1), &oem).unwrap();
+    let m2 = sign(&FirmwareManifest::describe(&v2, "o", "meter", "2", 2), &oem).unwrap();
+    // The whole update without cuts, to count its durable steps.
+    let full_flow =
+        |slots: &mut Slots, d: &inkan_device::SharedDriver<InProcess>| -> Result<(), SlotError> {
+            slots.install(d, &v2, &m2)?;
+            let b = slots.boot(d)?;
+            assert!(b.trial);
+            slots.confirm(d)?;
+            Ok(())
+        };
+    let mut cuts = 0;
+    for (k, path) in p
+        .emulated_chips(12, Personality::A120)
+        .unwrap()
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
+        p.personalize(&mut d, Some(&path)).unwrap();
+        let serial = hex::encode_upper(d.serial().unwrap());
+        d.open_session(p.device_secrets(&serial).unwrap().host_keys().unwrap())
+            .unwrap();
+        let driver = Arc::new(Mutex::new(d));
+        let sdir = dir.path().join(format!("device-{k}"));
+        let mut slots = Slots::open(&sdir);
+        slots.provision(&v1, &m1).unwrap();
+        assert_eq!(slots.boot(&driver).unwrap().slot, Slot::A);
+        // Cut power before the k-th durable step.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let mut n = 0;
+        slots.step_hook = Box::new(move |step| {
+            log.lock().unwrap().push(step);
+            n += 1;
+            if n == k + 1 {
+                Err(SlotError::PowerCut(step))
+            } else {
+                Ok(())
+            }
+        });
+        let r = full_flow(&mut slots, &driver);
+        slots.step_hook = Box::new(|_| Ok(()));
+        match r {
+            Err(SlotError::PowerCut(step)) => {
+                cuts += 1;
+                // Reboot: something verified runs.
+                let b = slots.boot(&driver).unwrap();
+                assert!(
+                    [1, 2].contains(&b.security_version),
+                    "cut at {step}: booted {b:?}"
+                );
+                // Finish (or redo) the update from wherever it stopped.
+                let st = slots.state().unwrap();
+                if !(st.active == Slot::B && st.pending.is_none()) {
+                    if b.trial {
+                        slots.confirm(&driver).unwrap();
+                    } else {
+                        full_flow(&mut slots, &driver).unwrap();
+                    }
+                }
+            }
+            Ok(()) => {
+                // k is past the last step: the flow had no cut.
+                assert!(k >= seen.lock().unwrap().len());
+                break;
+            }
+            Err(e) => panic!("unexpected failure: {e}"),
+        }
+        let b = slots.boot(&driver).unwrap();
+        assert_eq!((b.slot, b.trial, b.security_version), (Slot::B, false, 2));
+        assert_eq!(
+            security_version(&mut driver.lock().unwrap()).unwrap(),
+            2,
+            "the counter ends at the new version"
+        );
+    }
+    assert!(cuts >= 5, "only {cuts} cut points exercised");
+}
+
+/// An update the chip refuses is never written; an update booted twice
+/// without confirmation is reverted.
+#[test]
+fn refused_updates_are_not_written_and_unconfirmed_ones_revert() {
+    use inkan_device::firmware::slots::{Slot, SlotError, Slots};
+    let dir = tempfile::tempdir().unwrap();
+    let f = Factory::init(
+        &dir.path().join("factory"),
+        InitOptions {
+            organization: "revert test".into(),
+            curve: KeyCurve::P256,
+            policy: CertPolicy::default(),
+            keys: KeyStore::File,
+            anchors: None,
+        },
+        Secrets {
+            passphrase: Some(zeroize::Zeroizing::new(b"pw".to_vec())),
+            pin: None,
+        },
+    )
+    .unwrap();
+    f.create_family("meter", KeyCurve::P256, true).unwrap();
+    let cfg = BatchConfig {
+        family: "meter".into(),
+        count: 1,
+        personality: Personality::A120,
+    };
+    let mut p = Personalizer::open(&f, "meter", "r", &cfg).unwrap();
+    let path = p.emulated_chips(1, Personality::A120).unwrap().remove(0);
+    let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
+    p.personalize(&mut d, Some(&path)).unwrap();
+    let serial = hex::encode_upper(d.serial().unwrap());
+    d.open_session(p.device_secrets(&serial).unwrap().host_keys().unwrap())
+        .unwrap();
+    let driver = Arc::new(Mutex::new(d));
+    let oem = SoftwareKey::load(&f.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
+    let v1 = vec![1u8; 1000];
+    let v2 = vec![2u8; 1000];
+    let m1 = sign(&FirmwareManifest::describe(&v1, "o", "meter", "1", 1), &oem).unwrap();
+    let m2 = sign(&FirmwareManifest::describe(&v2, "o", "meter", "2", 2), &oem).unwrap();
+    let sdir = dir.path().join("slots");
+    let mut slots = Slots::open(&sdir);
+    slots.provision(&v1, &m1).unwrap();
+    // A tampered update: refused, nothing written to slot B.
+    let mut bad = v2.clone();
+    bad[0] ^= 1;
+    assert!(matches!(
+        slots.install(&driver, &bad, &m2),
+        Err(SlotError::Refused(BootRefused::Digest))
+    ));
+    assert!(!sdir.join("slot-b/image").exists());
+    // Installed, booted once (trial), then booted again unconfirmed: revert.
+    slots.install(&driver, &v2, &m2).unwrap();
+    assert!(slots.boot(&driver).unwrap().trial);
+    let b = slots.boot(&driver).unwrap();
+    assert_eq!((b.slot, b.trial), (Slot::A, false));
+    assert!(slots.state().unwrap().pending.is_none());
+    assert_eq!(security_version(&mut driver.lock().unwrap()).unwrap(), 1);
+}
