@@ -656,6 +656,45 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         other => anyhow::bail!("a forged command was not refused: {other:?}"),
     }
 
+    step(
+        n,
+        "Firmware: an update signed with the OEM key is verified by the chip, installed in the inactive slot, trial-booted and confirmed; a correctly signed downgrade is refused",
+    );
+    let oem =
+        inkan_pki::SoftwareKey::load(&f.dir().join("keys/dev-firmware.key.pem"), &passphrase)?;
+    let fw = |version: &str, sv: u32, fill: u8| -> Result<(Vec<u8>, Vec<u8>)> {
+        let image = vec![fill; 256 * 1024];
+        let m = inkan_pki::firmware::FirmwareManifest::describe(
+            &image,
+            "inkan demo devices",
+            "thermo",
+            version,
+            sv,
+        );
+        Ok((image.clone(), inkan_pki::firmware::sign(&m, &oem)?))
+    };
+    let (img1, man1) = fw("1.0.0", 1, 0x11)?;
+    let (img2, man2) = fw("1.1.0", 2, 0x22)?;
+    let board = open(&devices[3])?;
+    let mut slots = inkan_device::firmware::slots::Slots::open(&dir.join("device-3-slots"));
+    slots.provision(&img1, &man1)?;
+    let b = slots.boot(&board)?;
+    println!(
+        "    {} boots slot {:?} (security version {})",
+        devices[3].serial, b.slot, b.security_version
+    );
+    slots.install(&board, &img2, &man2)?;
+    let b = slots.boot(&board)?;
+    let v = slots.confirm(&board)?;
+    println!(
+        "    update 1.1.0 installed in slot {:?}, trial boot passed, confirmed: the chip's one-way counter records security version {v}",
+        b.slot
+    );
+    match slots.install(&board, &img1, &man1) {
+        Err(e) => println!("    re-installing 1.0.0 (signed, security version 1): refused ({e})"),
+        Ok(_) => anyhow::bail!("a downgrade was installed"),
+    }
+
     step(n, "Two attacks are refused");
     let victim = &devices[0];
     let leaf = {
@@ -711,7 +750,7 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         audit.len()
     );
     Ok(format!(
-        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, {acked} readings stored under OSCORE, a command verified by a chip and run, 4 attacks refused",
+        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, {acked} readings stored under OSCORE, a command verified by a chip and run, a firmware update confirmed and a downgrade refused, 5 attacks refused",
         lamps.len()
     ))
 }
