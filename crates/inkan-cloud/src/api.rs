@@ -985,6 +985,37 @@ async fn list_commands(
     Ok(Json(rows.into_iter().map(command_view).collect()))
 }
 
+/// A firmware upload.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct FirmwareBody {
+    /// The family it is for (id).
+    pub family: String,
+    /// The OEM-signed manifest (COSE_Sign1), hex.
+    pub manifest_hex: String,
+    /// The image, hex.
+    pub image_hex: String,
+}
+
+#[utoipa::path(post, path = "/v1/firmware", request_body = FirmwareBody, responses((status = 200, description = "{\"id\": …}"), (status = 400), (status = 404)))]
+async fn upload_firmware(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(b): Json<FirmwareBody>,
+) -> ApiResult<serde_json::Value> {
+    let c = caller(&st, &headers, Role::Operator, "POST /v1/firmware").await?;
+    let bad = |what: &str| ApiError(StatusCode::BAD_REQUEST, format!("{what} is not hex"));
+    let manifest = hex::decode(&b.manifest_hex).map_err(|_| bad("manifest_hex"))?;
+    let image = hex::decode(&b.image_hex).map_err(|_| bad("image_hex"))?;
+    let id = crate::firmware::upload(&st.auth, &c.tenant_id, &b.family, &manifest, &image)
+        .await
+        .map_err(|e| match e {
+            crate::firmware::UploadError::UnknownFamily => not_found(),
+            crate::firmware::UploadError::Store(s) => ApiError::from(s),
+            other => ApiError(StatusCode::BAD_REQUEST, other.to_string()),
+        })?;
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
 #[utoipa::path(post, path = "/v1/tokens", request_body = TokenBody, responses((status = 200, description = "{\"token\": …} shown once")))]
 async fn new_token(
     State(st): State<Arc<ApiState>>,
@@ -1019,6 +1050,7 @@ async fn new_token(
         readings,
         issue_command,
         list_commands,
+        upload_firmware,
         audit,
         new_token
     ),
@@ -1038,6 +1070,7 @@ async fn new_token(
         CommandBody,
         CommandView,
         CommandsQuery,
+        FirmwareBody,
         TokenBody,
         AuditView,
         Role
@@ -1066,6 +1099,11 @@ pub fn router(auth: Arc<AuthService>) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/readings", get(readings))
         .route("/v1/commands", get(list_commands).post(issue_command))
+        .route(
+            "/v1/firmware",
+            // Images are large; the limit applies to this route only.
+            post(upload_firmware).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
         .route("/v1/tokens", post(new_token))
         .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
         .with_state(st)

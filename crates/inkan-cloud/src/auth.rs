@@ -206,6 +206,7 @@ pub struct AuthService {
     limits: Limits,
     command_key: Option<Box<dyn inkan_pki::CaSigner>>,
     previous_command_key: Option<Box<dyn inkan_pki::CaSigner>>,
+    firmware_key: Option<Vec<u8>>,
 }
 
 fn conn_id_hex(c: &ConnId) -> String {
@@ -231,6 +232,7 @@ impl AuthService {
             limits,
             command_key: None,
             previous_command_key: None,
+            firmware_key: None,
         }
     }
 
@@ -251,6 +253,17 @@ impl AuthService {
     /// The previous command key, if any.
     pub fn previous_command_key(&self) -> Option<&dyn inkan_pki::CaSigner> {
         self.previous_command_key.as_deref()
+    }
+
+    /// The OEM firmware key (SEC1 point) uploads are checked against.
+    pub fn with_firmware_key(mut self, point: Vec<u8>) -> AuthService {
+        self.firmware_key = Some(point);
+        self
+    }
+
+    /// The firmware key, if any.
+    pub fn firmware_key(&self) -> Option<&[u8]> {
+        self.firmware_key.as_deref()
     }
 
     /// The command key, if the service has one.

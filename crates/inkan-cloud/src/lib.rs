@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod commands;
+pub mod firmware;
 pub mod registry;
 pub mod server;
 pub mod store;

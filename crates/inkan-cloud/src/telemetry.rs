@@ -220,6 +220,62 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
             inkan_proto::cbor::int(&mut ack, i64::from(changed));
             return respond(&mut ctx, ResponseType::Changed, ack).map_err(|e| plain(e.into()));
         }
+        let is_get = inner.header.code == MessageClass::Request(RequestType::Get);
+        if is_get && path.len() >= 2 && path[0] == "firmware" {
+            if !store
+                .advance_window(&s, window)
+                .await
+                .map_err(|e| plain(e.into()))?
+            {
+                continue;
+            }
+            let num = inner
+                .get_first_option(CoapOption::Block2)
+                .and_then(|v| crate::firmware::parse_block(v))
+                .map(|b| b.0)
+                .unwrap_or(0);
+            let found = crate::firmware::block_for(auth, &s.device_id, &path[1], num)
+                .await
+                .map_err(|e| plain(e.into()))?;
+            let Some((manifest, total, data)) = found else {
+                let e = TelemetryError::NotFound(route);
+                let p = respond(&mut ctx, ResponseType::NotFound, e.to_string().into_bytes())
+                    .map_err(|e| plain(e.into()))?;
+                return Err((e, Some(p)));
+            };
+            if path.get(2).map(String::as_str) == Some("manifest") {
+                return respond(&mut ctx, ResponseType::Content, manifest)
+                    .map_err(|e| plain(e.into()));
+            }
+            let start = (num as usize).saturating_mul(crate::firmware::BLOCK_SIZE);
+            if start >= total && total > 0 {
+                let e = TelemetryError::NotFound(format!("{route} block {num}"));
+                let p = respond(
+                    &mut ctx,
+                    ResponseType::BadOption,
+                    e.to_string().into_bytes(),
+                )
+                .map_err(|e| plain(e.into()))?;
+                return Err((e, Some(p)));
+            }
+            // Block2 (RFC 7959): this block, whether more follow, and on the
+            // first block the total size (Size2).
+            let more = start + crate::firmware::BLOCK_SIZE < total;
+            let mut r = response_to(&inner, ResponseType::Content);
+            r.payload = data;
+            r.add_option(
+                CoapOption::Block2,
+                crate::firmware::block_value(num, more, crate::firmware::BLOCK_SZX),
+            );
+            if num == 0 {
+                let t = u32::try_from(total).unwrap_or(u32::MAX).to_be_bytes();
+                let skip = t.iter().take_while(|x| **x == 0).count();
+                r.add_option(CoapOption::Size2, t[skip..].to_vec());
+            }
+            return ctx
+                .protect_response(&r, &binding, false)
+                .map_err(|e| plain(e.into()));
+        }
         if !(is_post && path == [inkan_proto::telemetry::PATH]) {
             let e = TelemetryError::NotFound(route);
             let p = respond(&mut ctx, ResponseType::NotFound, e.to_string().into_bytes())

@@ -387,6 +387,7 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
 }
 
 on_both_stores!(
+    firmware_downloads_blockwise_resumes_and_boots,
     signed_readings_are_kept_with_their_records,
     commands_reach_actuators_verified_by_their_chips,
     readings_flow_under_oscore_and_attacks_are_refused,
@@ -1667,4 +1668,140 @@ fn signed_readings_are_kept_with_their_records(db: Db) {
         5,
         "nothing stored from refused batches"
     );
+}
+
+/// Firmware uploaded with its OEM-signed manifest (checked for key, family
+/// and image), downloaded block-wise under OSCORE by a device of the family,
+/// resumed after a drop, and booted through the chip; a truncated download
+/// does not boot; another family's device cannot fetch it.
+fn firmware_downloads_blockwise_resumes_and_boots(db: Db) {
+    use inkan_cloud::firmware::{upload, UploadError};
+    use inkan_device::{Uplink, UplinkError};
+    let w = world(&["thermo", "valve"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = rt.block_on(db_url(db, dir.path()));
+    let oem = SoftwareKey::load(&w.factory.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
+    let store = rt.block_on(Store::open(&url)).unwrap();
+    let auth = Arc::new(
+        AuthService::new(
+            Registry::new(store),
+            identity(&w.cloud_key),
+            Limits::default(),
+        )
+        .with_firmware_key(inkan_pki::CaSigner::public_point(&oem)),
+    );
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    let thermo = rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+    rt.block_on(register_family(&w, &auth.registry, &tenant, "valve"));
+    let addr = start_server(&rt, auth.clone());
+    let image: Vec<u8> = (0..10_500u32)
+        .map(|i| u8::try_from(i % 251).unwrap())
+        .collect();
+    let manifest = |img: &[u8], class: &str, key: &SoftwareKey| {
+        inkan_pki::firmware::sign(
+            &inkan_pki::firmware::FirmwareManifest::describe(img, "o", class, "2.0", 2),
+            key,
+        )
+        .unwrap()
+    };
+    let m = manifest(&image, "thermo", &oem);
+    // Refused uploads.
+    let rogue = SoftwareKey::generate(KeyCurve::P256);
+    assert!(matches!(
+        rt.block_on(upload(
+            &auth,
+            &tenant,
+            &thermo,
+            &manifest(&image, "thermo", &rogue),
+            &image
+        )),
+        Err(UploadError::Manifest(_))
+    ));
+    assert!(matches!(
+        rt.block_on(upload(
+            &auth,
+            &tenant,
+            &thermo,
+            &manifest(&image, "valve", &oem),
+            &image
+        )),
+        Err(UploadError::Family { .. })
+    ));
+    assert!(matches!(
+        rt.block_on(upload(&auth, &tenant, &thermo, &m, &image[1..])),
+        Err(UploadError::Image)
+    ));
+    let id = rt
+        .block_on(upload(&auth, &tenant, &thermo, &m, &image))
+        .unwrap();
+    // The same through the operator API.
+    let api = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(inkan_cloud::api::serve(l, auth.clone()));
+        base
+    });
+    let token = rt
+        .block_on(inkan_cloud::api::create_token(
+            &auth.registry.store,
+            &tenant,
+            inkan_cloud::api::Role::Operator,
+        ))
+        .unwrap();
+    // (status, body) of an upload.
+    let post = |manifest: &[u8]| -> (u16, serde_json::Value) {
+        match ureq::post(&format!("{api}/v1/firmware"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_json(serde_json::json!({
+                "family": thermo,
+                "manifest_hex": hex::encode(manifest),
+                "image_hex": hex::encode(&image),
+            })) {
+            Ok(r) => (r.status(), r.into_json().unwrap()),
+            Err(ureq::Error::Status(c, r)) => (c, r.into_json().unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (code, r) = post(&m);
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["id"].as_str().unwrap().len(), 32);
+    let (code, r) = post(&manifest(&image, "thermo", &rogue));
+    assert_eq!(code, 400, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("manifest refused"),
+        "{r}"
+    );
+
+    let d0 = driver(&w, 0);
+    let c0 = connect(d0.clone(), addr, quick()).unwrap();
+    let mut up = Uplink::new(&c0, addr, quick()).unwrap();
+    assert_eq!(up.firmware_manifest(&id).unwrap(), m);
+    let file = dir.path().join("download.bin");
+    // The connection drops after 4 blocks...
+    assert_eq!(up.download(&id, &file, Some(4)).unwrap(), (4096, false));
+    // ...a partial image does not boot...
+    let partial = std::fs::read(&file).unwrap();
+    assert!(matches!(
+        inkan_device::firmware::boot_check(&d0, &partial, &m),
+        Err(inkan_device::firmware::BootRefused::Size { .. })
+    ));
+    // ...and the download resumes from there, over a new session.
+    let c0b = connect(d0.clone(), addr, quick()).unwrap();
+    let mut up2 = Uplink::new(&c0b, addr, quick()).unwrap();
+    assert_eq!(up2.download(&id, &file, None).unwrap(), (10_500, true));
+    let got = std::fs::read(&file).unwrap();
+    assert_eq!(got, image);
+    let ok = inkan_device::firmware::boot_check(&d0, &got, &m).unwrap();
+    assert_eq!(ok.manifest.security_version, 2);
+
+    // A device of another family is not served.
+    let c1 = connect(driver(&w, 1), addr, quick()).unwrap();
+    let mut up1 = Uplink::new(&c1, addr, quick()).unwrap();
+    match up1.download(&id, &dir.path().join("other.bin"), None) {
+        Err(UplinkError::Refused { code, .. }) => assert_eq!(code, "4.04"),
+        other => panic!("another family's device got the firmware: {other:?}"),
+    }
 }

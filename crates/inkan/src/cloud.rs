@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// The command key's CKA_LABEL in the token.
     #[arg(long, requires = "command_key_pkcs11")]
     command_key_label: Option<String>,
+    /// The OEM firmware public key (PEM): uploaded firmware manifests must
+    /// verify with it.
+    #[arg(long)]
+    firmware_key_pub: Option<PathBuf>,
     /// The command key before a rotation (a key file): it signs only the
     /// rotate-command-key commands that hand devices the current one.
     #[arg(long)]
@@ -171,6 +175,16 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         }
         if let Some(k) = previous_key {
             service = service.with_previous_command_key(Box::new(k));
+        }
+        if let Some(p) = &a.firmware_key_pub {
+            let der = inkan_pki::pem_or_der(
+                "PUBLIC KEY",
+                &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            )?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{} holds no public key", p.display()))?;
+            service = service.with_firmware_key(inkan_pki::signer::point_of_spki(&der)?);
         }
         let auth = Arc::new(service);
         let sock = tokio::net::UdpSocket::bind(a.coap)
@@ -570,6 +584,22 @@ enum CloudCmd {
         #[arg(long, default_value_t = 300)]
         ttl: i64,
     },
+    /// Upload a firmware image and its OEM-signed manifest for a family (the
+    /// service checks the signature, the family and the image).
+    #[command(
+        after_help = "Example:\n  inkan cloud firmware-upload --family 9f3c… --image app.bin --manifest app.manifest"
+    )]
+    FirmwareUpload {
+        /// The family (id).
+        #[arg(long)]
+        family: String,
+        /// The image.
+        #[arg(long)]
+        image: PathBuf,
+        /// Its signed manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+    },
     /// The tenant's commands and their states.
     #[command(after_help = "Example:\n  inkan cloud commands --device 51ab…")]
     Commands {
@@ -784,6 +814,20 @@ pub fn cloud(a: CloudArgs) -> Result<()> {
             "/v1/commands",
             serde_json::json!({ "device": device, "family": family, "action": action, "args_hex": args, "ttl_secs": ttl }),
         )?,
+        CloudCmd::FirmwareUpload {
+            family,
+            image,
+            manifest,
+        } => {
+            let img =
+                std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+            let man = std::fs::read(&manifest)
+                .with_context(|| format!("reading {}", manifest.display()))?;
+            post(
+                "/v1/firmware",
+                serde_json::json!({ "family": family, "manifest_hex": hex::encode(man), "image_hex": hex::encode(img) }),
+            )?
+        }
         CloudCmd::Commands { device } => match device {
             Some(d) => get(&format!("/v1/commands?device={d}"))?,
             None => get("/v1/commands")?,
