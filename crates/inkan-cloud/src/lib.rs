@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod campaigns;
 pub mod commands;
 pub mod firmware;
 pub mod registry;

@@ -220,6 +220,58 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
             inkan_proto::cbor::int(&mut ack, i64::from(changed));
             return respond(&mut ctx, ResponseType::Changed, ack).map_err(|e| plain(e.into()));
         }
+        if is_post && (route == "firmware/next" || route == "firmware/report") {
+            if !store
+                .advance_window(&s, window)
+                .await
+                .map_err(|e| plain(e.into()))?
+            {
+                continue;
+            }
+            let body = if route == "firmware/next" {
+                let next = crate::campaigns::next_for(auth, &s.device_id)
+                    .await
+                    .map_err(|e| plain(e.into()))?;
+                let mut v = Vec::new();
+                if let Some((c, f)) = next {
+                    inkan_proto::cbor::array(&mut v, 2);
+                    inkan_proto::cbor::tstr(&mut v, &c);
+                    inkan_proto::cbor::tstr(&mut v, &f);
+                }
+                v
+            } else {
+                let mut d = inkan_proto::cbor::Decoder::new(&inner.payload);
+                let parsed = (|| {
+                    if d.array().ok()? != 3 {
+                        return None;
+                    }
+                    let text = |d: &mut inkan_proto::cbor::Decoder<'_>| {
+                        d.tstr()
+                            .ok()
+                            .and_then(|t| String::from_utf8(t.to_vec()).ok())
+                    };
+                    Some((text(&mut d)?, text(&mut d)?, text(&mut d)?))
+                })();
+                let Some((campaign, state, detail)) = parsed else {
+                    let e =
+                        TelemetryError::NotFound("a report is [campaign, state, detail]".into());
+                    let p = respond(
+                        &mut ctx,
+                        ResponseType::BadRequest,
+                        e.to_string().into_bytes(),
+                    )
+                    .map_err(|e| plain(e.into()))?;
+                    return Err((e, Some(p)));
+                };
+                let ok = crate::campaigns::report(auth, &s.device_id, &campaign, &state, &detail)
+                    .await
+                    .map_err(|e| plain(e.into()))?;
+                let mut v = Vec::new();
+                inkan_proto::cbor::int(&mut v, i64::from(ok));
+                v
+            };
+            return respond(&mut ctx, ResponseType::Changed, body).map_err(|e| plain(e.into()));
+        }
         let is_get = inner.header.code == MessageClass::Request(RequestType::Get);
         if is_get && path.len() >= 2 && path[0] == "firmware" {
             if !store

@@ -387,6 +387,7 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
 }
 
 on_both_stores!(
+    campaigns_roll_out_in_stages_and_stop_at_the_failure_threshold,
     firmware_downloads_blockwise_resumes_and_boots,
     signed_readings_are_kept_with_their_records,
     commands_reach_actuators_verified_by_their_chips,
@@ -1804,4 +1805,174 @@ fn firmware_downloads_blockwise_resumes_and_boots(db: Db) {
         Err(UplinkError::Refused { code, .. }) => assert_eq!(code, "4.04"),
         other => panic!("another family's device got the firmware: {other:?}"),
     }
+}
+
+/// Campaigns: a staged roll-out whose first stage fails stops by itself at
+/// the threshold and offers nothing more; a good one completes stage by
+/// stage, each device installing, trial-booting and confirming through its
+/// chip, its version recorded.
+fn campaigns_roll_out_in_stages_and_stop_at_the_failure_threshold(db: Db) {
+    use inkan_cloud::campaigns::{create, progress, Target};
+    use inkan_device::firmware::{slots::Slots, update_once, UpdateOutcome};
+    use inkan_device::Uplink;
+    let w = world(&["thermo"], 6);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = rt.block_on(db_url(db, dir.path()));
+    let oem = SoftwareKey::load(&w.factory.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
+    let store = rt.block_on(Store::open(&url)).unwrap();
+    let auth = Arc::new(
+        AuthService::new(
+            Registry::new(store),
+            identity(&w.cloud_key),
+            Limits::default(),
+        )
+        .with_firmware_key(inkan_pki::CaSigner::public_point(&oem)),
+    );
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    let thermo = rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, auth.clone());
+    let fw = |fill: u8, sv: u32| {
+        let img = vec![fill; 3000];
+        let m = inkan_pki::firmware::sign(
+            &inkan_pki::firmware::FirmwareManifest::describe(
+                &img,
+                "o",
+                "thermo",
+                &format!("{sv}.0"),
+                sv,
+            ),
+            &oem,
+        )
+        .unwrap();
+        (img, m)
+    };
+    let (v1, m1) = fw(1, 1);
+    let (v2, m2) = fw(2, 2);
+    let fw2 = rt
+        .block_on(inkan_cloud::firmware::upload(
+            &auth, &tenant, &thermo, &m2, &v2,
+        ))
+        .unwrap();
+    // Six devices on v1, each with its slots and an OSCORE session.
+    let mut fleet = Vec::new();
+    for i in 0..6 {
+        let d = driver(&w, i);
+        let c = connect(d.clone(), addr, quick()).unwrap();
+        let up = Uplink::new(&c, addr, quick()).unwrap();
+        let mut slots = Slots::open(&dir.path().join(format!("dev-{i}")));
+        slots.provision(&v1, &m1).unwrap();
+        slots.boot(&d).unwrap();
+        let work = dir.path().join(format!("work-{i}"));
+        std::fs::create_dir_all(&work).unwrap();
+        fleet.push((d, up, slots, work));
+    }
+    let mut poll_all = |self_test_ok: bool| {
+        let mut outcomes = Vec::new();
+        for (d, up, slots, work) in fleet.iter_mut() {
+            let mut test = |_: &[u8]| -> Result<(), String> {
+                if self_test_ok {
+                    Ok(())
+                } else {
+                    Err("sensor does not answer".into())
+                }
+            };
+            outcomes.push(update_once(up, d, slots, work, &mut test).unwrap());
+        }
+        outcomes
+    };
+
+    // A bad roll-out: stages 34% then 100%, stop above 30% failures.
+    let bad = rt
+        .block_on(create(&auth, &tenant, &fw2, Target::Family, &[34, 100], 30))
+        .unwrap();
+    let outcomes = poll_all(false);
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o, UpdateOutcome::Failed(_)))
+        .count();
+    // The first failure (1 of 1 finished, above 30%) stops it at once.
+    assert_eq!(failed, 1, "{outcomes:?}");
+    let p = rt
+        .block_on(progress(&auth, &tenant, &bad))
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.state, "stopped", "{p:?}");
+    assert!(p.detail.unwrap().contains("threshold 30%"));
+    assert_eq!(
+        p.devices.get("pending").copied().unwrap_or(0),
+        5,
+        "nothing offered after the stop"
+    );
+    // Nothing more is offered, and every device still runs v1.
+    assert!(poll_all(true).iter().all(|o| *o == UpdateOutcome::Nothing));
+
+    // A good roll-out completes stage by stage: the second half is not
+    // offered anything until the first half has succeeded.
+    let good = rt
+        .block_on(create(&auth, &tenant, &fw2, Target::Family, &[50, 100], 50))
+        .unwrap();
+    let stage_of: Vec<i64> = (0..6)
+        .map(|i| {
+            let id = rt
+                .block_on(
+                    auth.registry
+                        .store
+                        .device_by_fingerprint(&inkan_cloud::registry::fingerprint(&leaf_of(&w, i).der)),
+                )
+                .unwrap()
+                .unwrap()
+                .id;
+            let r = rt
+                .block_on(
+                    sqlx::query("SELECT stage FROM campaign_devices WHERE campaign_id = $1 AND device_id = $2")
+                        .bind(&good)
+                        .bind(&id)
+                        .fetch_one(&auth.registry.store.pool),
+                )
+                .unwrap();
+            sqlx::Row::try_get(&r, "stage").unwrap()
+        })
+        .collect();
+    assert_eq!(stage_of.iter().filter(|s| **s == 0).count(), 3);
+    let mut poll = |i: usize| {
+        let (d, up, slots, work) = &mut fleet[i];
+        update_once(up, d, slots, work, &mut |_: &[u8]| Ok(())).unwrap()
+    };
+    let (first, second): (Vec<usize>, Vec<usize>) = (0..6).partition(|i| stage_of[*i] == 0);
+    for i in &second {
+        assert_eq!(poll(*i), UpdateOutcome::Nothing, "stage 2 offered early");
+    }
+    for i in &first {
+        assert_eq!(poll(*i), UpdateOutcome::Updated(2));
+    }
+    let p = rt
+        .block_on(progress(&auth, &tenant, &good))
+        .unwrap()
+        .unwrap();
+    assert_eq!((p.state.as_str(), p.stage), ("running", 1), "{p:?}");
+    for i in &second {
+        assert_eq!(poll(*i), UpdateOutcome::Updated(2));
+    }
+    let p = rt
+        .block_on(progress(&auth, &tenant, &good))
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.state, "completed", "{p:?}");
+    assert_eq!(p.devices.get("succeeded").copied(), Some(6));
+    let versions: Vec<Option<String>> = rt
+        .block_on(
+            sqlx::query("SELECT firmware_version FROM devices")
+                .fetch_all(&auth.registry.store.pool),
+        )
+        .unwrap()
+        .iter()
+        .map(|r| sqlx::Row::try_get(r, "firmware_version").unwrap())
+        .collect();
+    assert!(
+        versions.iter().all(|v| v.as_deref() == Some("2.0")),
+        "{versions:?}"
+    );
 }

@@ -454,3 +454,94 @@ pub mod slots {
         }
     }
 }
+
+/// What one update poll did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// No update offered.
+    Nothing,
+    /// Installed, trial-booted and confirmed at this security version.
+    Updated(u32),
+    /// Refused or failed (reported to the cloud).
+    Failed(String),
+}
+
+fn report(
+    up: &mut crate::Uplink,
+    campaign: &str,
+    state: &str,
+    detail: &str,
+) -> Result<(), crate::UplinkError> {
+    let mut v = Vec::new();
+    inkan_proto::cbor::array(&mut v, 3);
+    inkan_proto::cbor::tstr(&mut v, campaign);
+    inkan_proto::cbor::tstr(&mut v, state);
+    inkan_proto::cbor::tstr(&mut v, detail);
+    up.request(coap_lite::RequestType::Post, "firmware/report", v)?;
+    Ok(())
+}
+
+/// Asks the cloud for an update; if one is offered: downloads it
+/// block-wise into `work` (resuming), installs it into the inactive slot
+/// (the chip verifies it first), boots it on trial, lets `self_test`
+/// decide, and confirms or reverts; progress and outcome are reported.
+pub fn update_once<T: Transport>(
+    up: &mut crate::Uplink,
+    driver: &SharedDriver<T>,
+    slots: &mut slots::Slots,
+    work: &std::path::Path,
+    self_test: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<UpdateOutcome, crate::UplinkError> {
+    let offer = up
+        .request(coap_lite::RequestType::Post, "firmware/next", Vec::new())?
+        .payload;
+    if offer.is_empty() {
+        return Ok(UpdateOutcome::Nothing);
+    }
+    let mut d = inkan_proto::cbor::Decoder::new(&offer);
+    let text = |d: &mut inkan_proto::cbor::Decoder<'_>| {
+        d.tstr()
+            .ok()
+            .and_then(|t| String::from_utf8(t.to_vec()).ok())
+    };
+    let (campaign, firmware) = match (d.array(), text(&mut d), text(&mut d)) {
+        (Ok(2), Some(c), Some(f)) => (c, f),
+        _ => return Err(crate::UplinkError::Coap("malformed update offer".into())),
+    };
+    report(up, &campaign, "downloading", "")?;
+    let manifest = up.firmware_manifest(&firmware)?;
+    let file = work.join(format!("{firmware}.part"));
+    up.download(&firmware, &file, None)?;
+    let image = std::fs::read(&file)?;
+    let fail = |up: &mut crate::Uplink, why: String| -> Result<UpdateOutcome, crate::UplinkError> {
+        report(up, &campaign, "failed", &why)?;
+        Ok(UpdateOutcome::Failed(why))
+    };
+    if let Err(e) = slots.install(driver, &image, &manifest) {
+        return fail(up, e.to_string());
+    }
+    let _ = std::fs::remove_file(&file);
+    report(up, &campaign, "installed", "")?;
+    let booted = match slots.boot(driver) {
+        Ok(b) if b.trial => b,
+        Ok(_) => return fail(up, "the update did not boot on trial".into()),
+        Err(e) => return fail(up, e.to_string()),
+    };
+    if let Err(why) = self_test(&image) {
+        // Not confirmed: the next boot reverts to the previous slot.
+        let _ = slots.boot(driver);
+        return fail(up, format!("self-test failed: {why}"));
+    }
+    match slots.confirm(driver) {
+        Ok(v) => {
+            report(
+                up,
+                &campaign,
+                "succeeded",
+                &format!("security version {v} in slot {:?}", booted.slot),
+            )?;
+            Ok(UpdateOutcome::Updated(v))
+        }
+        Err(e) => fail(up, e.to_string()),
+    }
+}
