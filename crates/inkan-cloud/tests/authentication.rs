@@ -1962,6 +1962,35 @@ fn campaigns_roll_out_in_stages_and_stop_at_the_failure_threshold(db: Db) {
         .unwrap();
     assert_eq!(p.state, "completed", "{p:?}");
     assert_eq!(p.devices.get("succeeded").copied(), Some(6));
+    // Through the operator API: the progress, and a malformed campaign.
+    let api = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(inkan_cloud::api::serve(l, auth.clone()));
+        base
+    });
+    let token = rt
+        .block_on(inkan_cloud::api::create_token(
+            &auth.registry.store,
+            &tenant,
+            inkan_cloud::api::Role::Operator,
+        ))
+        .unwrap();
+    let got: serde_json::Value = ureq::get(&format!("{api}/v1/campaigns/{good}"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(got["state"], "completed");
+    match ureq::post(&format!("{api}/v1/campaigns"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_json(serde_json::json!({ "firmware": fw2, "stages": [50, 40] }))
+    {
+        Err(ureq::Error::Status(code, _)) => assert_eq!(code, 400),
+        Ok(r) => panic!("decreasing stages accepted: {}", r.status()),
+        Err(e) => panic!("{e}"),
+    }
     let versions: Vec<Option<String>> = rt
         .block_on(
             sqlx::query("SELECT firmware_version FROM devices")

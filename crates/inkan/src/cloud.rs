@@ -600,6 +600,34 @@ enum CloudCmd {
         #[arg(long)]
         manifest: PathBuf,
     },
+    /// Start an update campaign for an uploaded firmware: the whole family,
+    /// some devices or a percentage, in stages, with a failure threshold.
+    #[command(
+        after_help = "Examples:\n  inkan cloud campaign --firmware 7c1e… --stages 10,50,100 --failure-threshold 20\n  inkan cloud campaign --firmware 7c1e… --percent 25"
+    )]
+    Campaign {
+        /// The firmware (id).
+        #[arg(long)]
+        firmware: String,
+        /// Only these devices (ids, comma-separated).
+        #[arg(long, value_delimiter = ',', conflicts_with = "percent")]
+        devices: Option<Vec<String>>,
+        /// This percentage of the family.
+        #[arg(long)]
+        percent: Option<u8>,
+        /// Cumulative stage percentages, ending at 100.
+        #[arg(long, value_delimiter = ',', default_value = "100")]
+        stages: Vec<u8>,
+        /// Stop above this failure percentage of a stage.
+        #[arg(long, default_value_t = 20)]
+        failure_threshold: u8,
+    },
+    /// A campaign's state and its devices' progress.
+    #[command(after_help = "Example:\n  inkan cloud campaign-status 3a9f…")]
+    CampaignStatus {
+        /// Campaign id.
+        id: String,
+    },
     /// The tenant's commands and their states.
     #[command(after_help = "Example:\n  inkan cloud commands --device 51ab…")]
     Commands {
@@ -828,6 +856,17 @@ pub fn cloud(a: CloudArgs) -> Result<()> {
                 serde_json::json!({ "family": family, "manifest_hex": hex::encode(man), "image_hex": hex::encode(img) }),
             )?
         }
+        CloudCmd::Campaign {
+            firmware,
+            devices,
+            percent,
+            stages,
+            failure_threshold,
+        } => post(
+            "/v1/campaigns",
+            serde_json::json!({ "firmware": firmware, "devices": devices, "percent": percent, "stages": stages, "failure_threshold": failure_threshold }),
+        )?,
+        CloudCmd::CampaignStatus { id } => get(&format!("/v1/campaigns/{id}"))?,
         CloudCmd::Commands { device } => match device {
             Some(d) => get(&format!("/v1/commands?device={d}"))?,
             None => get("/v1/commands")?,
