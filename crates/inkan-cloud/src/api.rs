@@ -210,6 +210,9 @@ pub struct DeviceView {
     pub enrolled_by: String,
     /// The family, if known.
     pub family_id: Option<String>,
+    /// The firmware version its last successful update installed.
+    #[serde(default)]
+    pub firmware_version: Option<String>,
 }
 
 /// A family, as the API shows it.
@@ -349,7 +352,7 @@ async fn list_devices(
     Query(p): Query<Page>,
 ) -> ApiResult<Vec<DeviceView>> {
     let c = caller(&st, &headers, Role::Viewer, "GET /v1/devices").await?;
-    let rows = sqlx::query("SELECT id, serial, status, enrolled_by, family_id FROM devices WHERE tenant_id = $1 ORDER BY serial LIMIT $2 OFFSET $3")
+    let rows = sqlx::query("SELECT id, serial, status, enrolled_by, family_id, firmware_version FROM devices WHERE tenant_id = $1 ORDER BY serial LIMIT $2 OFFSET $3")
         .bind(&c.tenant_id)
         .bind(p.limit.unwrap_or(100).clamp(1, 1000))
         .bind(p.offset.unwrap_or(0).max(0))
@@ -364,6 +367,7 @@ async fn list_devices(
             status: r.try_get("status").map_err(StoreError::from)?,
             enrolled_by: r.try_get("enrolled_by").map_err(StoreError::from)?,
             family_id: r.try_get("family_id").map_err(StoreError::from)?,
+            firmware_version: r.try_get("firmware_version").map_err(StoreError::from)?,
         });
     }
     Ok(Json(out))
@@ -384,12 +388,21 @@ async fn get_device(
         .await?
         .filter(|d| d.tenant_id == c.tenant_id)
         .ok_or_else(not_found)?;
+    let firmware_version: Option<String> =
+        sqlx::query("SELECT firmware_version FROM devices WHERE id = $1")
+            .bind(&d.id)
+            .fetch_one(&st.auth.registry.store.pool)
+            .await
+            .map_err(StoreError::from)?
+            .try_get("firmware_version")
+            .map_err(StoreError::from)?;
     Ok(Json(DeviceView {
         id: d.id,
         serial: d.serial,
         status: d.status,
         enrolled_by: d.enrolled_by,
         family_id: d.family_id,
+        firmware_version,
     }))
 }
 

@@ -1983,6 +1983,16 @@ fn campaigns_roll_out_in_stages_and_stop_at_the_failure_threshold(db: Db) {
         .into_json()
         .unwrap();
     assert_eq!(got["state"], "completed");
+    let devices: Vec<inkan_cloud::api::DeviceView> = ureq::get(&format!("{api}/v1/devices"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(devices.len(), 6);
+    assert!(devices
+        .iter()
+        .all(|d| d.firmware_version.as_deref() == Some("2.0")));
     match ureq::post(&format!("{api}/v1/campaigns"))
         .set("Authorization", &format!("Bearer {token}"))
         .send_json(serde_json::json!({ "firmware": fw2, "stages": [50, 40] }))

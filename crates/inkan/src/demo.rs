@@ -410,11 +410,21 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
     let db_s = db.to_string_lossy().to_string();
     let command_key =
         inkan_pki::SoftwareKey::load(&f.dir().join("keys/dev-cloud-command.key.pem"), &passphrase)?;
+    let firmware_point = inkan_pki::signer::point_of_spki(
+        &inkan_pki::pem_or_der(
+            "PUBLIC KEY",
+            &std::fs::read(f.dir().join("anchors/firmware.pub.pem"))?,
+        )?
+        .into_iter()
+        .next()
+        .context("firmware anchor")?,
+    )?;
     let (auth, addr) = rt.block_on(async {
         let store = Store::open(&db_s).await?;
         let auth = Arc::new(
             AuthService::new(Registry::new(store), identity, Limits::default())
-                .with_command_key(Box::new(command_key)),
+                .with_command_key(Box::new(command_key))
+                .with_firmware_key(firmware_point),
         );
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
         let addr = sock.local_addr()?;
@@ -658,7 +668,7 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
 
     step(
         n,
-        "Firmware: an update signed with the OEM key is verified by the chip, installed in the inactive slot, trial-booted and confirmed; a correctly signed downgrade is refused",
+        "Firmware: an update signed with the OEM key is uploaded and rolled out in two stages; each chip verifies it, the device installs it in its inactive slot, trial-boots and confirms it; a correctly signed downgrade is refused",
     );
     let oem =
         inkan_pki::SoftwareKey::load(&f.dir().join("keys/dev-firmware.key.pem"), &passphrase)?;
@@ -675,23 +685,72 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
     };
     let (img1, man1) = fw("1.0.0", 1, 0x11)?;
     let (img2, man2) = fw("1.1.0", 2, 0x22)?;
-    let board = open(&devices[3])?;
-    let mut slots = inkan_device::firmware::slots::Slots::open(&dir.join("device-3-slots"));
-    slots.provision(&img1, &man1)?;
-    let b = slots.boot(&board)?;
+    // The update goes through the cloud: uploaded (the service checks the
+    // OEM signature and the family), then a two-stage campaign.
+    let thermo_id = rt
+        .block_on(auth.registry.store.families())?
+        .into_iter()
+        .find(|fm| fm.name == "thermo")
+        .context("thermo family")?
+        .id;
+    let fw_id = rt.block_on(inkan_cloud::firmware::upload(
+        &auth, &tenant, &thermo_id, &man2, &img2,
+    ))?;
+    let campaign = rt.block_on(inkan_cloud::campaigns::create(
+        &auth,
+        &tenant,
+        &fw_id,
+        inkan_cloud::campaigns::Target::Family,
+        &[25, 100],
+        20,
+    ))?;
+    let mut boards = Vec::new();
+    for (k, s) in devices.iter().enumerate() {
+        let board = open(s)?;
+        let mut slots = inkan_device::firmware::slots::Slots::open(&dir.join(format!("slots-{k}")));
+        slots.provision(&img1, &man1)?;
+        slots.boot(&board)?;
+        let mut up =
+            inkan_device::Uplink::new(&sessions[k], addr, inkan_device::Retransmission::default())?;
+        up.set_next_sequence(100_000);
+        boards.push((board, slots, up, dir.join(format!("work-{k}"))));
+    }
+    let t = Instant::now();
+    let mut updated = 0;
+    for round in 0..3 {
+        for (board, slots, up, work) in boards.iter_mut() {
+            std::fs::create_dir_all(&*work)?;
+            if let inkan_device::firmware::UpdateOutcome::Updated(_) =
+                inkan_device::firmware::update_once(up, board, slots, work, &mut |_| Ok(()))?
+            {
+                updated += 1;
+            }
+        }
+        let p = rt
+            .block_on(inkan_cloud::campaigns::progress(&auth, &tenant, &campaign))?
+            .context("campaign")?;
+        println!(
+            "    campaign round {}: stage {}/{} {}, devices {:?}",
+            round + 1,
+            p.stage + 1,
+            p.stages,
+            p.state,
+            p.devices
+        );
+        if p.state != "running" {
+            break;
+        }
+    }
     println!(
-        "    {} boots slot {:?} (security version {})",
-        devices[3].serial, b.slot, b.security_version
+        "    {updated} devices downloaded 1.1.0 block-wise under OSCORE, installed it in their inactive slot, trial-booted and confirmed it ({:.0} ms)",
+        t.elapsed().as_secs_f64() * 1000.0
     );
-    slots.install(&board, &img2, &man2)?;
-    let b = slots.boot(&board)?;
-    let v = slots.confirm(&board)?;
-    println!(
-        "    update 1.1.0 installed in slot {:?}, trial boot passed, confirmed: the chip's one-way counter records security version {v}",
-        b.slot
-    );
-    match slots.install(&board, &img1, &man1) {
-        Err(e) => println!("    re-installing 1.0.0 (signed, security version 1): refused ({e})"),
+    let (board, slots, _, _) = &mut boards[3];
+    match slots.install(board, &img1, &man1) {
+        Err(e) => println!(
+            "    re-installing 1.0.0 on {} (signed, security version 1): refused ({e})",
+            devices[3].serial
+        ),
         Ok(_) => anyhow::bail!("a downgrade was installed"),
     }
 
@@ -750,7 +809,7 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         audit.len()
     );
     Ok(format!(
-        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, {acked} readings stored under OSCORE, a command verified by a chip and run, a firmware update confirmed and a downgrade refused, 5 attacks refused",
+        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, {acked} readings stored under OSCORE, a command verified by a chip and run, a firmware campaign to every device and a downgrade refused, 5 attacks refused",
         lamps.len()
     ))
 }
