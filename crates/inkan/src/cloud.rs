@@ -268,6 +268,17 @@ Example:
         /// that keep signatures with their records.
         #[arg(long)]
         sign_readings: bool,
+        /// The device's A/B firmware slots (a directory, provisioned with
+        /// --image/--manifest on first use): take updates that campaigns
+        /// offer, verified by the chip, trial-booted, confirmed.
+        #[arg(long, requires_all = ["image", "manifest"])]
+        slots: Option<PathBuf>,
+        /// The factory image for empty slots.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Its signed manifest.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
     },
 }
 
@@ -390,9 +401,37 @@ pub fn device(c: DeviceCmd) -> Result<()> {
             count,
             executed,
             sign_readings,
+            slots,
+            image,
+            manifest,
         } => {
+            let mut firmware = match (&slots, &image, &manifest) {
+                (Some(dir), Some(img), Some(man)) => {
+                    let mut sl = inkan_device::firmware::slots::Slots::open(dir);
+                    if !dir.join("slot-a").exists() {
+                        sl.provision(
+                            &std::fs::read(img)
+                                .with_context(|| format!("reading {}", img.display()))?,
+                            &std::fs::read(man)
+                                .with_context(|| format!("reading {}", man.display()))?,
+                        )
+                        .map_err(|e| anyhow!("provisioning the slots: {e}"))?;
+                    }
+                    Some((sl, dir.join("download")))
+                }
+                _ => None,
+            };
             let cloud = coap_addr(&cloud)?;
             let d = Arc::new(Mutex::new(open_device(&se, &device_secrets)?));
+            if let Some((sl, _)) = &mut firmware {
+                let b = sl.boot(&d).map_err(|e| anyhow!("boot: {e}"))?;
+                println!(
+                    "booted slot {:?} (security version {}{})",
+                    b.slot,
+                    b.security_version,
+                    if b.trial { ", trial" } else { "" }
+                );
+            }
             let mut executed = inkan_device::Executed::open(executed.as_deref())?;
             let mut valve_open = false;
             let mut actuator = |c: &inkan_proto::command::Command| -> Result<String, String> {
@@ -434,6 +473,25 @@ pub fn device(c: DeviceCmd) -> Result<()> {
                 let polled = sent_batch.and_then(|n| {
                     sent += 1;
                     println!("batch {sent}: {n} readings stored");
+                    // An update a campaign offers.
+                    if let Some((sl, work)) = &mut firmware {
+                        std::fs::create_dir_all(&*work)?;
+                        match inkan_device::firmware::update_once(
+                            up,
+                            &d,
+                            sl,
+                            work,
+                            &mut |_| Ok(()),
+                        )? {
+                            inkan_device::firmware::UpdateOutcome::Nothing => {}
+                            inkan_device::firmware::UpdateOutcome::Updated(v) => {
+                                println!("firmware updated: security version {v} confirmed")
+                            }
+                            inkan_device::firmware::UpdateOutcome::Failed(why) => {
+                                println!("firmware update failed: {why}")
+                            }
+                        }
+                    }
                     // Commands waiting for this device, verified by the chip.
                     for _ in 0..16 {
                         match inkan_device::poll_and_run(up, &d, &mut executed, &mut actuator)? {

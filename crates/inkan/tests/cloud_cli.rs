@@ -116,6 +116,8 @@ fn factory_cloud_and_device_through_the_cli() {
         .arg(d.join("factory/keys/dev-cloud-auth.key.pem"))
         .arg("--command-key")
         .arg(d.join("factory/keys/dev-cloud-command.key.pem"))
+        .arg("--firmware-key-pub")
+        .arg(d.join("factory/anchors/firmware.pub.pem"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -212,6 +214,82 @@ fn factory_cloud_and_device_through_the_cli() {
     assert!(cmds.contains("\"succeeded\""), "{cmds}");
     let readings = ok(cloud_cmd(&["readings", "--format", "csv"]));
     assert_eq!(readings.lines().count(), 4, "{readings}");
+
+    // A firmware update through a campaign, taken by `device run`.
+    for (name, fill, sv) in [("v1", 1u8, "1"), ("v2", 2u8, "2")] {
+        std::fs::write(d.join(format!("{name}.bin")), vec![fill; 5000]).unwrap();
+        ok(inkan(d)
+            .args(["firmware", "sign", &format!("{name}.bin"), "--key"])
+            .arg(d.join("factory/keys/dev-firmware.key.pem"))
+            .args([
+                "--class",
+                "gate",
+                "--version",
+                &format!("{sv}.0"),
+                "--security-version",
+                sv,
+            ])
+            .args(["--out", &format!("{name}.manifest")])
+            .output()
+            .unwrap());
+    }
+    let fam_id = {
+        let fams: serde_json::Value =
+            serde_json::from_str(&ok(cloud_cmd(&["family", "list"]))).unwrap();
+        fams[0]["id"].as_str().unwrap().to_string()
+    };
+    let up: serde_json::Value = serde_json::from_str(&ok(cloud_cmd(&[
+        "firmware-upload",
+        "--family",
+        &fam_id,
+        "--image",
+        d.join("v2.bin").to_str().unwrap(),
+        "--manifest",
+        d.join("v2.manifest").to_str().unwrap(),
+    ])))
+    .unwrap();
+    let fw = up["id"].as_str().unwrap().to_string();
+    let camp: serde_json::Value =
+        serde_json::from_str(&ok(cloud_cmd(&["campaign", "--firmware", &fw]))).unwrap();
+    let run = ok(inkan(d)
+        .args([
+            "device",
+            "run",
+            "--se",
+            &format!("unix:{}", sock.display()),
+            "--cloud",
+            &format!("coap://127.0.0.1:{coap}"),
+            "--count",
+            "1",
+            "--batch",
+            "1",
+            "--interval-ms",
+            "0",
+            "--slots",
+        ])
+        .arg(d.join("slots"))
+        .arg("--image")
+        .arg(d.join("v1.bin"))
+        .arg("--manifest")
+        .arg(d.join("v1.manifest"))
+        .arg("--device-secrets")
+        .arg(&secrets[0])
+        .output()
+        .unwrap());
+    assert!(
+        run.contains("firmware updated: security version 2 confirmed"),
+        "{run}"
+    );
+    let status = ok(cloud_cmd(&[
+        "campaign-status",
+        camp["id"].as_str().unwrap(),
+    ]));
+    assert!(status.contains("\"completed\""), "{status}");
+    let devices = ok(cloud_cmd(&["devices"]));
+    assert!(
+        devices.contains("\"firmware_version\": \"2.0\""),
+        "{devices}"
+    );
 
     ok(cloud_cmd(&["device", &id, "revoke"]));
     let refused = connect();
