@@ -1,6 +1,7 @@
 //! `inkan serve` with its command key inside a PKCS#11 token (SoftHSM2):
 //! the service opens the key by token and label, and the commands it issues
-//! carry signatures that verify with the token's public key. One test per
+//! carry signatures that verify with the token's public key; and
+//! `inkan firmware sign` signs a manifest with a token key. One test per
 //! binary because SOFTHSM2_CONF is process-wide.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -157,4 +158,34 @@ fn serve_signs_commands_with_a_token_key() {
     assert!(inkan_pki::signer::verify_raw(&point, &tbs, &sig));
     serve.kill().unwrap();
     serve.wait().unwrap();
+
+    // The same token key signs a firmware manifest from the command line;
+    // the manifest verifies with the token's public key.
+    std::fs::write(d.join("app.bin"), vec![7u8; 3000]).unwrap();
+    let out = inkan()
+        .args(["firmware", "sign", "app.bin"])
+        .args(["--pkcs11-module", inkan_pki::pkcs11::softhsm::MODULE])
+        .args(["--token", "inkan-cloud", "--label", "command"])
+        .args([
+            "--class",
+            "fam",
+            "--version",
+            "1.0",
+            "--security-version",
+            "1",
+        ])
+        .args(["--out", "app.manifest"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = inkan_pki::firmware::verify(&std::fs::read(d.join("app.manifest")).unwrap(), &point)
+        .unwrap();
+    assert_eq!(
+        (m.class.as_str(), m.security_version, m.size),
+        ("fam", 1, 3000)
+    );
 }
