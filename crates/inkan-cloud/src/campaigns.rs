@@ -53,8 +53,8 @@ fn db(e: sqlx::Error) -> CampaignError {
 }
 
 /// Creates a campaign: the targets are split into `stages` cumulative
-/// percentages (e.g. [10, 50, 100]); it stops when more than
-/// `threshold_pct` percent of a stage's finished devices failed.
+/// percentages (e.g. [10, 50, 100]); it stops when the failed devices are
+/// more than `threshold_pct` percent of the devices of the open stages.
 pub async fn create(
     auth: &AuthService,
     tenant_id: &str,
@@ -265,9 +265,11 @@ async fn evaluate(auth: &AuthService, campaign_id: &str) -> Result<(), StoreErro
             done += n;
         }
     }
-    if done > 0 && failed * 100 > threshold * done {
+    // The failure rate over every device of the open stages: a few early
+    // failures in a large stage do not stop it, enough of them do.
+    if failed * 100 > threshold * total {
         let why = format!(
-            "stopped at stage {}: {failed} of {done} finished devices failed (threshold {threshold}%)",
+            "stopped at stage {}: {failed} of {total} devices failed (threshold {threshold}%)",
             stage + 1
         );
         sqlx::query("UPDATE campaigns SET state = 'stopped', detail = $1 WHERE id = $2")

@@ -387,6 +387,7 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
 }
 
 on_both_stores!(
+    a_campaign_with_some_failing_devices_continues_below_the_threshold_and_stops_above,
     campaigns_roll_out_in_stages_and_stop_at_the_failure_threshold,
     firmware_downloads_blockwise_resumes_and_boots,
     signed_readings_are_kept_with_their_records,
@@ -1893,7 +1894,7 @@ fn campaigns_roll_out_in_stages_and_stop_at_the_failure_threshold(db: Db) {
         .iter()
         .filter(|o| matches!(o, UpdateOutcome::Failed(_)))
         .count();
-    // The first failure (1 of 1 finished, above 30%) stops it at once.
+    // The first failure (1 of the stage's 3 devices, above 30%) stops it.
     assert_eq!(failed, 1, "{outcomes:?}");
     let p = rt
         .block_on(progress(&auth, &tenant, &bad))
@@ -2014,4 +2015,141 @@ fn campaigns_roll_out_in_stages_and_stop_at_the_failure_threshold(db: Db) {
         versions.iter().all(|v| v.as_deref() == Some("2.0")),
         "{versions:?}"
     );
+}
+
+/// Some devices are set to fail their self-test. A failure rate at or
+/// below the threshold lets the roll-out go on to the next stage; crossing
+/// it stops the campaign, and devices not yet updated are offered nothing.
+fn a_campaign_with_some_failing_devices_continues_below_the_threshold_and_stops_above(db: Db) {
+    use inkan_cloud::campaigns::{create, progress, Target};
+    use inkan_device::firmware::{slots::Slots, update_once, UpdateOutcome};
+    use inkan_device::Uplink;
+    let w = world(&["thermo"], 6);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = rt.block_on(db_url(db, dir.path()));
+    let oem = SoftwareKey::load(&w.factory.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
+    let store = rt.block_on(Store::open(&url)).unwrap();
+    let auth = Arc::new(
+        AuthService::new(
+            Registry::new(store),
+            identity(&w.cloud_key),
+            Limits::default(),
+        )
+        .with_firmware_key(inkan_pki::CaSigner::public_point(&oem)),
+    );
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    let thermo = rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, auth.clone());
+    let fw = |fill: u8, sv: u32| {
+        let img = vec![fill; 2000];
+        let m = inkan_pki::firmware::sign(
+            &inkan_pki::firmware::FirmwareManifest::describe(
+                &img,
+                "o",
+                "thermo",
+                &format!("{sv}.0"),
+                sv,
+            ),
+            &oem,
+        )
+        .unwrap();
+        (img, m)
+    };
+    let (v1, m1) = fw(1, 1);
+    let (v2, m2) = fw(2, 2);
+    let fw2 = rt
+        .block_on(inkan_cloud::firmware::upload(
+            &auth, &tenant, &thermo, &m2, &v2,
+        ))
+        .unwrap();
+    // The devices enrol on their first authentication, then the campaign.
+    let mut enrolled = Vec::new();
+    for i in 0..6 {
+        let d = driver(&w, i);
+        let c = connect(d.clone(), addr, quick()).unwrap();
+        enrolled.push((d, c));
+    }
+    let campaign = rt
+        .block_on(create(&auth, &tenant, &fw2, Target::Family, &[50, 100], 40))
+        .unwrap();
+    let mut fleet = Vec::new();
+    for (i, (d, c)) in enrolled.into_iter().enumerate() {
+        let up = Uplink::new(&c, addr, quick()).unwrap();
+        let mut slots = Slots::open(&dir.path().join(format!("dev-{i}")));
+        slots.provision(&v1, &m1).unwrap();
+        slots.boot(&d).unwrap();
+        let work = dir.path().join(format!("work-{i}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let id = rt
+            .block_on(
+                auth.registry
+                    .store
+                    .device_by_fingerprint(&inkan_cloud::registry::fingerprint(
+                        &leaf_of(&w, i).der,
+                    )),
+            )
+            .unwrap()
+            .unwrap()
+            .id;
+        let r = rt
+            .block_on(
+                sqlx::query(
+                    "SELECT stage FROM campaign_devices WHERE campaign_id = $1 AND device_id = $2",
+                )
+                .bind(&campaign)
+                .bind(&id)
+                .fetch_one(&auth.registry.store.pool),
+            )
+            .unwrap();
+        let stage: i64 = sqlx::Row::try_get(&r, "stage").unwrap();
+        fleet.push((d, up, slots, work, stage));
+    }
+    let first: Vec<usize> = (0..6).filter(|i| fleet[*i].4 == 0).collect();
+    let second: Vec<usize> = (0..6).filter(|i| fleet[*i].4 == 1).collect();
+    assert_eq!((first.len(), second.len()), (3, 3));
+    let mut poll = |i: usize, ok: bool| {
+        let (d, up, slots, work, _) = &mut fleet[i];
+        update_once(up, d, slots, work, &mut |_: &[u8]| {
+            if ok {
+                Ok(())
+            } else {
+                Err("self-test failed".into())
+            }
+        })
+        .unwrap()
+    };
+    // Stage 1: one of three fails (33% <= 40%): the roll-out goes on.
+    assert!(matches!(poll(first[0], false), UpdateOutcome::Failed(_)));
+    assert_eq!(poll(first[1], true), UpdateOutcome::Updated(2));
+    assert_eq!(poll(first[2], true), UpdateOutcome::Updated(2));
+    let p = rt
+        .block_on(progress(&auth, &tenant, &campaign))
+        .unwrap()
+        .unwrap();
+    assert_eq!((p.state.as_str(), p.stage), ("running", 1), "{p:?}");
+    // Stage 2: a second failure is 2 of 6 (33%): still on; a third is 3 of
+    // 6 (50% > 40%): stop.
+    assert!(matches!(poll(second[0], false), UpdateOutcome::Failed(_)));
+    let p = rt
+        .block_on(progress(&auth, &tenant, &campaign))
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.state, "running", "{p:?}");
+    assert!(matches!(poll(second[1], false), UpdateOutcome::Failed(_)));
+    let p = rt
+        .block_on(progress(&auth, &tenant, &campaign))
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.state, "stopped", "{p:?}");
+    assert!(p.detail.as_deref().unwrap().contains("3 of 6"), "{p:?}");
+    // The rest of stage 2 is not offered the update.
+    assert_eq!(poll(second[2], true), UpdateOutcome::Nothing);
+    // The failed devices reverted to 1.0; the others run 2.0.
+    let (d, _, slots, _, _) = &mut fleet[first[0]];
+    assert_eq!(slots.boot(d).unwrap().security_version, 1);
+    let (d, _, slots, _, _) = &mut fleet[first[1]];
+    assert_eq!(slots.boot(d).unwrap().security_version, 2);
 }
