@@ -528,10 +528,8 @@ async fn family_action(
     .await?;
     let store = &st.auth.registry.store;
     let f = store
-        .families()
+        .family_in(&c.tenant_id, &id)
         .await?
-        .into_iter()
-        .find(|f| f.id == id && f.tenant_id == c.tenant_id)
         .ok_or_else(not_found)?;
     check_transition(&f.status, status)?;
     store.set_family_status(&f.id, status).await?;
@@ -566,10 +564,8 @@ async fn family_revocations(
     .await?;
     let store = &st.auth.registry.store;
     let f = store
-        .families()
+        .family_in(&c.tenant_id, &id)
         .await?
-        .into_iter()
-        .find(|f| f.id == id && f.tenant_id == c.tenant_id)
         .ok_or_else(not_found)?;
     let entries = store
         .revocations(&f.id)
@@ -613,10 +609,8 @@ async fn family_signed_readings(
     .await?;
     let store = &st.auth.registry.store;
     let f = store
-        .families()
+        .family_in(&c.tenant_id, &id)
         .await?
-        .into_iter()
-        .find(|f| f.id == id && f.tenant_id == c.tenant_id)
         .ok_or_else(not_found)?;
     store.set_signed_readings(&f.id, b.required).await?;
     store

@@ -53,10 +53,8 @@ pub async fn upload(
         .map_err(|e| UploadError::Manifest(e.to_string()))?;
     let store = &auth.registry.store;
     let fam = store
-        .families()
+        .family_in(tenant_id, family_id)
         .await?
-        .into_iter()
-        .find(|f| f.id == family_id && f.tenant_id == tenant_id)
         .ok_or(UploadError::UnknownFamily)?;
     if m.class != fam.name {
         return Err(UploadError::Family {

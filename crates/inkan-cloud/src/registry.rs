@@ -365,10 +365,8 @@ impl Registry {
     ) -> Result<CrlImport, RegistryError> {
         let f = self
             .store
-            .families()
+            .family_in(tenant_id, family_id)
             .await?
-            .into_iter()
-            .find(|f| f.id == family_id && f.tenant_id == tenant_id)
             .ok_or(RegistryError::UnknownFamily)?;
         let ca = IssuedCert::from_der(&f.certificate)
             .map_err(|e| RegistryError::Malformed(e.to_string()))?;

@@ -529,6 +529,22 @@ impl Store {
         rows.iter().map(family).collect()
     }
 
+    /// A tenant's family by id (another tenant's is not found).
+    pub async fn family_in(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<FamilyRow>, StoreError> {
+        let r = sqlx::query(
+            "SELECT id, tenant_id, name, certificate, status FROM families WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(family).transpose()
+    }
+
     /// A family by its certificate fingerprint.
     pub async fn family_by_fingerprint(&self, fp: &str) -> Result<Option<FamilyRow>, StoreError> {
         let r = sqlx::query(
@@ -716,18 +732,6 @@ impl Store {
         .execute(exec)
         .await?;
         Ok(())
-    }
-
-    /// Whether a family's revocation list names this certificate serial.
-    pub async fn is_revoked(&self, family_id: &str, cert_serial: &str) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query("SELECT 1 AS x FROM revocations WHERE family_id = $1 AND cert_serial = $2")
-                .bind(family_id)
-                .bind(cert_serial)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
-        )
     }
 
     /// A family's revocation list, oldest first.
@@ -954,33 +958,31 @@ async fn put_exchange_on(
     cap: i64,
 ) -> Result<bool, StoreError> {
     let t = now();
-    {
-        // One statement in the common case: insert unless the cap of live
-        // exchanges is reached. Expired ones are purged only when the cap
-        // is hit, then the insert is tried once more.
-        for attempt in 0..2 {
-            let n = sqlx::query(
-                "INSERT INTO exchanges (c_r, state, peer, expires) SELECT $1, $2, $3, $4 \
-                 WHERE (SELECT COUNT(*) FROM exchanges WHERE expires >= $5) < $6",
-            )
-            .bind(c_r)
-            .bind(state.to_vec())
-            .bind(peer)
-            .bind(expires)
-            .bind(t)
-            .bind(cap)
-            .execute(pool)
-            .await?
-            .rows_affected();
-            if n == 1 {
-                return Ok(true);
-            }
-            if attempt == 0 {
-                sqlx::query("DELETE FROM exchanges WHERE expires < $1")
-                    .bind(t)
-                    .execute(pool)
-                    .await?;
-            }
+    // One statement in the common case: insert unless the cap of live
+    // exchanges is reached. Expired ones are purged only when the cap
+    // is hit, then the insert is tried once more.
+    for attempt in 0..2 {
+        let n = sqlx::query(
+            "INSERT INTO exchanges (c_r, state, peer, expires) SELECT $1, $2, $3, $4 \
+             WHERE (SELECT COUNT(*) FROM exchanges WHERE expires >= $5) < $6",
+        )
+        .bind(c_r)
+        .bind(state.to_vec())
+        .bind(peer)
+        .bind(expires)
+        .bind(t)
+        .bind(cap)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            return Ok(true);
+        }
+        if attempt == 0 {
+            sqlx::query("DELETE FROM exchanges WHERE expires < $1")
+                .bind(t)
+                .execute(pool)
+                .await?;
         }
     }
     Ok(false)

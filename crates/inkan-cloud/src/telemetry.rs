@@ -39,6 +39,9 @@ pub enum TelemetryError {
     /// The device's family requires signed readings.
     #[error("this family requires readings signed by the secure element")]
     SignatureRequired,
+    /// A request body that does not parse.
+    #[error("malformed request: {0}")]
+    Malformed(String),
     /// No such resource.
     #[error("no resource {0}")]
     NotFound(String),
@@ -151,6 +154,14 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
             r.payload = payload;
             ctx.protect_response(&r, &binding, false)
         };
+        // A refusal of an authentic request: answered under OSCORE.
+        let refuse =
+            |ctx: &mut SecurityContext, code: ResponseType, e: TelemetryError| -> Refusal {
+                match respond(ctx, code, e.to_string().into_bytes()) {
+                    Ok(p) => (e, Some(p)),
+                    Err(o) => (o.into(), None),
+                }
+            };
         let path: Vec<String> = inner
             .get_option(CoapOption::UriPath)
             .map(|l| {
@@ -187,13 +198,8 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
             let (id, outcome, detail) = match inkan_proto::command::decode_result(&inner.payload) {
                 Ok(r) => r,
                 Err(e) => {
-                    let p = respond(
-                        &mut ctx,
-                        ResponseType::BadRequest,
-                        e.to_string().into_bytes(),
-                    )
-                    .map_err(|e| plain(e.into()))?;
-                    return Err((TelemetryError::NotFound(e.to_string()), Some(p)));
+                    let e = TelemetryError::Malformed(e.to_string());
+                    return Err(refuse(&mut ctx, ResponseType::BadRequest, e));
                 }
             };
             if !store
@@ -254,14 +260,8 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
                 })();
                 let Some((campaign, state, detail)) = parsed else {
                     let e =
-                        TelemetryError::NotFound("a report is [campaign, state, detail]".into());
-                    let p = respond(
-                        &mut ctx,
-                        ResponseType::BadRequest,
-                        e.to_string().into_bytes(),
-                    )
-                    .map_err(|e| plain(e.into()))?;
-                    return Err((e, Some(p)));
+                        TelemetryError::Malformed("a report is [campaign, state, detail]".into());
+                    return Err(refuse(&mut ctx, ResponseType::BadRequest, e));
                 };
                 let ok = crate::campaigns::report(auth, &s.device_id, &campaign, &state, &detail)
                     .await
@@ -291,9 +291,7 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
                 .map_err(|e| plain(e.into()))?;
             let Some((manifest, total, data)) = found else {
                 let e = TelemetryError::NotFound(route);
-                let p = respond(&mut ctx, ResponseType::NotFound, e.to_string().into_bytes())
-                    .map_err(|e| plain(e.into()))?;
-                return Err((e, Some(p)));
+                return Err(refuse(&mut ctx, ResponseType::NotFound, e));
             };
             if path.get(2).map(String::as_str) == Some("manifest") {
                 return respond(&mut ctx, ResponseType::Content, manifest)
@@ -302,13 +300,7 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
             let start = (num as usize).saturating_mul(crate::firmware::BLOCK_SIZE);
             if start >= total && total > 0 {
                 let e = TelemetryError::NotFound(format!("{route} block {num}"));
-                let p = respond(
-                    &mut ctx,
-                    ResponseType::BadOption,
-                    e.to_string().into_bytes(),
-                )
-                .map_err(|e| plain(e.into()))?;
-                return Err((e, Some(p)));
+                return Err(refuse(&mut ctx, ResponseType::BadOption, e));
             }
             // Block2 (RFC 7959): this block, whether more follow, and on the
             // first block the total size (Size2).
@@ -330,9 +322,7 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
         }
         if !(is_post && path == [inkan_proto::telemetry::PATH]) {
             let e = TelemetryError::NotFound(route);
-            let p = respond(&mut ctx, ResponseType::NotFound, e.to_string().into_bytes())
-                .map_err(|e| plain(e.into()))?;
-            return Err((e, Some(p)));
+            return Err(refuse(&mut ctx, ResponseType::NotFound, e));
         }
         let (public_key, required) = store
             .device_signing(&s.device_id)
@@ -358,13 +348,7 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
         let (batch, signature) = match checked {
             Ok(b) => b,
             Err(e) => {
-                let p = respond(
-                    &mut ctx,
-                    ResponseType::BadRequest,
-                    e.to_string().into_bytes(),
-                )
-                .map_err(|e| plain(e.into()))?;
-                return Err((e, Some(p)));
+                return Err(refuse(&mut ctx, ResponseType::BadRequest, e));
             }
         };
         let rows: Vec<(i64, i64, Vec<u8>)> = batch

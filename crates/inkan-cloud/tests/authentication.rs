@@ -1679,36 +1679,22 @@ fn signed_readings_are_kept_with_their_records(db: Db) {
 fn firmware_downloads_blockwise_resumes_and_boots(db: Db) {
     use inkan_cloud::firmware::{upload, UploadError};
     use inkan_device::{Uplink, UplinkError};
-    let w = world(&["thermo", "valve"], 1);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = rt.block_on(db_url(db, dir.path()));
-    let oem = SoftwareKey::load(&w.factory.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
-    let store = rt.block_on(Store::open(&url)).unwrap();
-    let auth = Arc::new(
-        AuthService::new(
-            Registry::new(store),
-            identity(&w.cloud_key),
-            Limits::default(),
-        )
-        .with_firmware_key(inkan_pki::CaSigner::public_point(&oem)),
-    );
-    let tenant = rt
-        .block_on(auth.registry.store.ensure_tenant("acme"))
-        .unwrap();
-    let thermo = rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
-    rt.block_on(register_family(&w, &auth.registry, &tenant, "valve"));
-    let addr = start_server(&rt, auth.clone());
+    let FirmwareCloud {
+        w,
+        rt,
+        dir,
+        oem,
+        auth,
+        tenant,
+        families,
+        addr,
+    } = firmware_cloud(db, &["thermo", "valve"], 1);
+    let thermo = families[0].clone();
     let image: Vec<u8> = (0..10_500u32)
         .map(|i| u8::try_from(i % 251).unwrap())
         .collect();
-    let manifest = |img: &[u8], class: &str, key: &SoftwareKey| {
-        inkan_pki::firmware::sign(
-            &inkan_pki::firmware::FirmwareManifest::describe(img, "o", class, "2.0", 2),
-            key,
-        )
-        .unwrap()
-    };
+    let manifest =
+        |img: &[u8], class: &str, key: &SoftwareKey| signed(key, class, img.to_vec(), 2).1;
     let m = manifest(&image, "thermo", &oem);
     // Refused uploads.
     let rogue = SoftwareKey::generate(KeyCurve::P256);
@@ -1816,40 +1802,18 @@ fn campaigns_roll_out_in_stages_and_stop_at_the_failure_threshold(db: Db) {
     use inkan_cloud::campaigns::{create, progress, Target};
     use inkan_device::firmware::{slots::Slots, update_once, UpdateOutcome};
     use inkan_device::Uplink;
-    let w = world(&["thermo"], 6);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = rt.block_on(db_url(db, dir.path()));
-    let oem = SoftwareKey::load(&w.factory.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
-    let store = rt.block_on(Store::open(&url)).unwrap();
-    let auth = Arc::new(
-        AuthService::new(
-            Registry::new(store),
-            identity(&w.cloud_key),
-            Limits::default(),
-        )
-        .with_firmware_key(inkan_pki::CaSigner::public_point(&oem)),
-    );
-    let tenant = rt
-        .block_on(auth.registry.store.ensure_tenant("acme"))
-        .unwrap();
-    let thermo = rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
-    let addr = start_server(&rt, auth.clone());
-    let fw = |fill: u8, sv: u32| {
-        let img = vec![fill; 3000];
-        let m = inkan_pki::firmware::sign(
-            &inkan_pki::firmware::FirmwareManifest::describe(
-                &img,
-                "o",
-                "thermo",
-                &format!("{sv}.0"),
-                sv,
-            ),
-            &oem,
-        )
-        .unwrap();
-        (img, m)
-    };
+    let FirmwareCloud {
+        w,
+        rt,
+        dir,
+        oem,
+        auth,
+        tenant,
+        families,
+        addr,
+    } = firmware_cloud(db, &["thermo"], 6);
+    let thermo = families[0].clone();
+    let fw = |fill: u8, sv: u32| signed(&oem, "thermo", vec![fill; 3000], sv);
     let (v1, m1) = fw(1, 1);
     let (v2, m2) = fw(2, 2);
     let fw2 = rt
@@ -2024,40 +1988,18 @@ fn a_campaign_with_some_failing_devices_continues_below_the_threshold_and_stops_
     use inkan_cloud::campaigns::{create, progress, Target};
     use inkan_device::firmware::{slots::Slots, update_once, UpdateOutcome};
     use inkan_device::Uplink;
-    let w = world(&["thermo"], 6);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = rt.block_on(db_url(db, dir.path()));
-    let oem = SoftwareKey::load(&w.factory.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
-    let store = rt.block_on(Store::open(&url)).unwrap();
-    let auth = Arc::new(
-        AuthService::new(
-            Registry::new(store),
-            identity(&w.cloud_key),
-            Limits::default(),
-        )
-        .with_firmware_key(inkan_pki::CaSigner::public_point(&oem)),
-    );
-    let tenant = rt
-        .block_on(auth.registry.store.ensure_tenant("acme"))
-        .unwrap();
-    let thermo = rt.block_on(register_family(&w, &auth.registry, &tenant, "thermo"));
-    let addr = start_server(&rt, auth.clone());
-    let fw = |fill: u8, sv: u32| {
-        let img = vec![fill; 2000];
-        let m = inkan_pki::firmware::sign(
-            &inkan_pki::firmware::FirmwareManifest::describe(
-                &img,
-                "o",
-                "thermo",
-                &format!("{sv}.0"),
-                sv,
-            ),
-            &oem,
-        )
-        .unwrap();
-        (img, m)
-    };
+    let FirmwareCloud {
+        w,
+        rt,
+        dir,
+        oem,
+        auth,
+        tenant,
+        families,
+        addr,
+    } = firmware_cloud(db, &["thermo"], 6);
+    let thermo = families[0].clone();
+    let fw = |fill: u8, sv: u32| signed(&oem, "thermo", vec![fill; 2000], sv);
     let (v1, m1) = fw(1, 1);
     let (v2, m2) = fw(2, 2);
     let fw2 = rt
@@ -2152,4 +2094,68 @@ fn a_campaign_with_some_failing_devices_continues_below_the_threshold_and_stops_
     assert_eq!(slots.boot(d).unwrap().security_version, 1);
     let (d, _, slots, _, _) = &mut fleet[first[1]];
     assert_eq!(slots.boot(d).unwrap().security_version, 2);
+}
+
+/// A cloud that accepts firmware signed with the factory's OEM key: the
+/// given families registered in tenant "acme", its endpoint running.
+struct FirmwareCloud {
+    w: World,
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    oem: SoftwareKey,
+    auth: Arc<AuthService>,
+    tenant: String,
+    families: Vec<String>,
+    addr: SocketAddr,
+}
+
+fn firmware_cloud(db: Db, families: &[&str], per_family: usize) -> FirmwareCloud {
+    let w = world(families, per_family);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = rt.block_on(db_url(db, dir.path()));
+    let oem = SoftwareKey::load(&w.factory.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
+    let store = rt.block_on(Store::open(&url)).unwrap();
+    let auth = Arc::new(
+        AuthService::new(
+            Registry::new(store),
+            identity(&w.cloud_key),
+            Limits::default(),
+        )
+        .with_firmware_key(inkan_pki::CaSigner::public_point(&oem)),
+    );
+    let tenant = rt
+        .block_on(auth.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    let ids = families
+        .iter()
+        .map(|f| rt.block_on(register_family(&w, &auth.registry, &tenant, f)))
+        .collect();
+    let addr = start_server(&rt, auth.clone());
+    FirmwareCloud {
+        w,
+        rt,
+        dir,
+        oem,
+        auth,
+        tenant,
+        families: ids,
+        addr,
+    }
+}
+
+/// An image and its manifest for `class`, signed by `oem`.
+fn signed(oem: &SoftwareKey, class: &str, image: Vec<u8>, sv: u32) -> (Vec<u8>, Vec<u8>) {
+    let m = inkan_pki::firmware::sign(
+        &inkan_pki::firmware::FirmwareManifest::describe(
+            &image,
+            "o",
+            class,
+            &format!("{sv}.0"),
+            sv,
+        ),
+        oem,
+    )
+    .unwrap();
+    (image, m)
 }

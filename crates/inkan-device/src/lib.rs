@@ -297,6 +297,18 @@ fn coap_exchange(
     Err(ConnectError::Timeout(rt.max_retransmit + 1))
 }
 
+/// A UDP socket on loopback of the cloud's address family, connected to it.
+fn udp_to(cloud: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let bind: std::net::SocketAddr = if cloud.is_ipv4() {
+        ([127, 0, 0, 1], 0).into()
+    } else {
+        (std::net::Ipv6Addr::LOCALHOST, 0).into()
+    };
+    let udp = std::net::UdpSocket::bind(bind)?;
+    udp.connect(cloud)?;
+    Ok(udp)
+}
+
 fn refused(rsp: &inkan_proto::coap::Response) -> ConnectError {
     let detail = match inkan_proto::edhoc::parse_error_message(&rsp.payload) {
         Some(inkan_proto::edhoc::EdhocError::PeerError { detail, .. }) => detail,
@@ -357,13 +369,7 @@ pub fn connect<T: Transport + 'static>(
             .to_sec1_bytes()
             .to_vec()
     };
-    let bind: std::net::SocketAddr = if cloud.is_ipv4() {
-        ([127, 0, 0, 1], 0).into()
-    } else {
-        (std::net::Ipv6Addr::LOCALHOST, 0).into()
-    };
-    let udp = std::net::UdpSocket::bind(bind)?;
-    udp.connect(cloud)?;
+    let udp = udp_to(cloud)?;
     let mut ids = [0u8; 6];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut ids);
     let mid = u16::from_be_bytes([ids[4], ids[5]]);
@@ -479,13 +485,7 @@ impl Uplink {
         let params =
             inkan_proto::oscore::ContextParams::from_edhoc(&c.session, true, &c.c_i, &c.c_r)?;
         let ctx = inkan_proto::oscore::SecurityContext::derive(&params)?;
-        let bind: std::net::SocketAddr = if cloud.is_ipv4() {
-            ([127, 0, 0, 1], 0).into()
-        } else {
-            (std::net::Ipv6Addr::LOCALHOST, 0).into()
-        };
-        let udp = std::net::UdpSocket::bind(bind)?;
-        udp.connect(cloud)?;
+        let udp = udp_to(cloud)?;
         let mut m = [0u8; 2];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut m);
         Ok(Uplink {

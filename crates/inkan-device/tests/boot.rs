@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use inkan_device::firmware::{boot_check, confirm, security_version, BootRefused};
+use inkan_device::SharedDriver;
 use inkan_factory::personalize::BatchConfig;
 use inkan_factory::{Factory, InitOptions, KeyStore, Personalizer, Secrets};
 use inkan_pki::firmware::{sign, FirmwareManifest};
@@ -15,8 +16,9 @@ use inkan_pki::{CertPolicy, KeyCurve, SoftwareKey};
 use inkan_se::{Chip, Driver, InProcess, Personality};
 use std::sync::{Arc, Mutex};
 
-#[test]
-fn only_signed_images_for_this_family_boot_and_never_downgrade() {
+/// A factory with a "meter" family and `n` personalized A120 chips, each
+/// with its host session open; and the OEM firmware key the chips pin.
+fn meters(n: usize) -> (tempfile::TempDir, SoftwareKey, Vec<SharedDriver<InProcess>>) {
     let dir = tempfile::tempdir().unwrap();
     let f = Factory::init(
         &dir.path().join("factory"),
@@ -36,18 +38,27 @@ fn only_signed_images_for_this_family_boot_and_never_downgrade() {
     f.create_family("meter", KeyCurve::P256, true).unwrap();
     let cfg = BatchConfig {
         family: "meter".into(),
-        count: 1,
+        count: n,
         personality: Personality::A120,
     };
     let mut p = Personalizer::open(&f, "meter", "b", &cfg).unwrap();
-    let path = p.emulated_chips(1, Personality::A120).unwrap().remove(0);
-    let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
-    p.personalize(&mut d, Some(&path)).unwrap();
-    let serial = hex::encode_upper(d.serial().unwrap());
-    d.open_session(p.device_secrets(&serial).unwrap().host_keys().unwrap())
-        .unwrap();
-    let driver = Arc::new(Mutex::new(d));
+    let mut drivers = Vec::new();
+    for path in p.emulated_chips(n, Personality::A120).unwrap() {
+        let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
+        p.personalize(&mut d, Some(&path)).unwrap();
+        let serial = hex::encode_upper(d.serial().unwrap());
+        d.open_session(p.device_secrets(&serial).unwrap().host_keys().unwrap())
+            .unwrap();
+        drivers.push(Arc::new(Mutex::new(d)));
+    }
     let oem = SoftwareKey::load(&f.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
+    (dir, oem, drivers)
+}
+
+#[test]
+fn only_signed_images_for_this_family_boot_and_never_downgrade() {
+    let (_dir, oem, mut drivers) = meters(1);
+    let driver = drivers.remove(0);
 
     let image: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
     let manifest = |img: &[u8], class: &str, sv: u32, key: &SoftwareKey| {
@@ -127,30 +138,7 @@ fn only_signed_images_for_this_family_boot_and_never_downgrade() {
 #[test]
 fn a_power_cut_at_any_update_step_leaves_a_bootable_verified_image() {
     use inkan_device::firmware::slots::{Slot, SlotError, Slots};
-    let dir = tempfile::tempdir().unwrap();
-    let f = Factory::init(
-        &dir.path().join("factory"),
-        InitOptions {
-            organization: "ab test".into(),
-            curve: KeyCurve::P256,
-            policy: CertPolicy::default(),
-            keys: KeyStore::File,
-            anchors: None,
-        },
-        Secrets {
-            passphrase: Some(zeroize::Zeroizing::new(b"pw".to_vec())),
-            pin: None,
-        },
-    )
-    .unwrap();
-    f.create_family("meter", KeyCurve::P256, true).unwrap();
-    let cfg = BatchConfig {
-        family: "meter".into(),
-        count: 12,
-        personality: Personality::A120,
-    };
-    let mut p = Personalizer::open(&f, "meter", "ab", &cfg).unwrap();
-    let oem = SoftwareKey::load(&f.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
+    let (dir, oem, drivers) = meters(12);
     let v1: Vec<u8> = vec![1; 40_000];
     let v2: Vec<u8> = vec![2; 50_000];
     let m1 = sign(&FirmwareManifest::describe(&v1, "o", "meter", "1", 1), &oem).unwrap();
@@ -165,18 +153,7 @@ fn a_power_cut_at_any_update_step_leaves_a_bootable_verified_image() {
             Ok(())
         };
     let mut cuts = 0;
-    for (k, path) in p
-        .emulated_chips(12, Personality::A120)
-        .unwrap()
-        .into_iter()
-        .enumerate()
-    {
-        let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
-        p.personalize(&mut d, Some(&path)).unwrap();
-        let serial = hex::encode_upper(d.serial().unwrap());
-        d.open_session(p.device_secrets(&serial).unwrap().host_keys().unwrap())
-            .unwrap();
-        let driver = Arc::new(Mutex::new(d));
+    for (k, driver) in drivers.into_iter().enumerate() {
         let sdir = dir.path().join(format!("device-{k}"));
         let mut slots = Slots::open(&sdir);
         slots.provision(&v1, &m1).unwrap();
@@ -238,37 +215,8 @@ fn a_power_cut_at_any_update_step_leaves_a_bootable_verified_image() {
 #[test]
 fn refused_updates_are_not_written_and_unconfirmed_ones_revert() {
     use inkan_device::firmware::slots::{Slot, SlotError, Slots};
-    let dir = tempfile::tempdir().unwrap();
-    let f = Factory::init(
-        &dir.path().join("factory"),
-        InitOptions {
-            organization: "revert test".into(),
-            curve: KeyCurve::P256,
-            policy: CertPolicy::default(),
-            keys: KeyStore::File,
-            anchors: None,
-        },
-        Secrets {
-            passphrase: Some(zeroize::Zeroizing::new(b"pw".to_vec())),
-            pin: None,
-        },
-    )
-    .unwrap();
-    f.create_family("meter", KeyCurve::P256, true).unwrap();
-    let cfg = BatchConfig {
-        family: "meter".into(),
-        count: 1,
-        personality: Personality::A120,
-    };
-    let mut p = Personalizer::open(&f, "meter", "r", &cfg).unwrap();
-    let path = p.emulated_chips(1, Personality::A120).unwrap().remove(0);
-    let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
-    p.personalize(&mut d, Some(&path)).unwrap();
-    let serial = hex::encode_upper(d.serial().unwrap());
-    d.open_session(p.device_secrets(&serial).unwrap().host_keys().unwrap())
-        .unwrap();
-    let driver = Arc::new(Mutex::new(d));
-    let oem = SoftwareKey::load(&f.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
+    let (dir, oem, mut drivers) = meters(1);
+    let driver = drivers.remove(0);
     let v1 = vec![1u8; 1000];
     let v2 = vec![2u8; 1000];
     let m1 = sign(&FirmwareManifest::describe(&v1, "o", "meter", "1", 1), &oem).unwrap();
