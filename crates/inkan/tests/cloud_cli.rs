@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 fn inkan(dir: &Path) -> Command {
@@ -51,41 +51,35 @@ fn wait_banner(child: &mut Child) {
     assert!(line.contains("serv"), "unexpected banner {line:?}");
 }
 
-#[test]
-fn factory_cloud_and_device_through_the_cli() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
-    ok(inkan(d)
-        .args(["factory", "init", "--org", "CLI Org"])
-        .output()
-        .unwrap());
-    ok(inkan(d)
-        .args(["factory", "family", "create", "gate"])
-        .output()
-        .unwrap());
-    ok(inkan(d)
-        .args([
+/// A factory in `d` with one family and one personalized emulated chip,
+/// served by `inkan se serve` on a Unix socket: the server, the socket and
+/// the chip's device secrets file.
+fn one_chip_on_a_socket(d: &Path, org: &str, family: &str) -> (Child, PathBuf, PathBuf) {
+    for args in [
+        vec!["factory", "init", "--org", org],
+        vec!["factory", "family", "create", family],
+        vec![
             "factory",
             "personalize",
             "--family",
-            "gate",
+            family,
             "--count",
             "1",
             "--batch",
             "b1",
-        ])
-        .output()
-        .unwrap());
-    let chips: Vec<_> = std::fs::read_dir(d.join("factory/batches/b1/chips"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    let secrets: Vec<_> = std::fs::read_dir(d.join("factory/batches/b1/devices"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-
-    // The chip on a socket, the cloud on loopback.
+        ],
+    ] {
+        ok(inkan(d).args(&args).output().unwrap());
+    }
+    let first = |dir: &str| {
+        std::fs::read_dir(d.join("factory/batches/b1").join(dir))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    };
+    let (chip, secrets) = (first("chips"), first("devices"));
     let sock = d.join("se.sock");
     let mut se = inkan(d)
         .args([
@@ -95,11 +89,20 @@ fn factory_cloud_and_device_through_the_cli() {
             &format!("unix:{}", sock.display()),
             "--state",
         ])
-        .arg(&chips[0])
+        .arg(&chip)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_banner(&mut se);
+    (se, sock, secrets)
+}
+
+#[test]
+fn factory_cloud_and_device_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // The chip on a socket, the cloud on loopback.
+    let (mut se, sock, secrets) = one_chip_on_a_socket(d, "CLI Org", "gate");
     let (coap, api) = (free_port(true), free_port(false));
     let db = d.join("cloud.db");
     let mut cloud = inkan(d)
@@ -174,7 +177,7 @@ fn factory_cloud_and_device_through_the_cli() {
                 &format!("coap://127.0.0.1:{coap}"),
             ])
             .arg("--device-secrets")
-            .arg(&secrets[0])
+            .arg(&secrets)
             .output()
             .unwrap()
     };
@@ -205,7 +208,7 @@ fn factory_cloud_and_device_through_the_cli() {
             "0",
         ])
         .arg("--device-secrets")
-        .arg(&secrets[0])
+        .arg(&secrets)
         .output()
         .unwrap());
     assert!(run.contains("batch 1: 3 readings stored"), "{run}");
@@ -273,7 +276,7 @@ fn factory_cloud_and_device_through_the_cli() {
         .arg("--manifest")
         .arg(d.join("v1.manifest"))
         .arg("--device-secrets")
-        .arg(&secrets[0])
+        .arg(&secrets)
         .output()
         .unwrap());
     assert!(
@@ -372,48 +375,7 @@ fn spawn_serve(d: &Path, db: &str, coap: u16, api: u16) -> Child {
 fn readings_acknowledged_before_a_kill_9_survive(postgres: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    for args in [
-        vec!["factory", "init", "--org", "Crash Org"],
-        vec!["factory", "family", "create", "meter"],
-        vec![
-            "factory",
-            "personalize",
-            "--family",
-            "meter",
-            "--count",
-            "1",
-            "--batch",
-            "m1",
-        ],
-    ] {
-        ok(inkan(d).args(&args).output().unwrap());
-    }
-    let chip = std::fs::read_dir(d.join("factory/batches/m1/chips"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let secrets = std::fs::read_dir(d.join("factory/batches/m1/devices"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let sock = d.join("se.sock");
-    let mut se = inkan(d)
-        .args([
-            "se",
-            "serve",
-            "--listen",
-            &format!("unix:{}", sock.display()),
-            "--state",
-        ])
-        .arg(&chip)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_banner(&mut se);
+    let (mut se, sock, secrets) = one_chip_on_a_socket(d, "Crash Org", "meter");
     let db = fresh_db(postgres, d);
     let boot = ok(inkan(d)
         .args(["cloud", "bootstrap", "--db", &db, "--tenant", "acme"])
@@ -537,48 +499,7 @@ fn readings_survive_kill_9_on_postgres() {
 fn firmware_signed_checked_and_booted_through_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    for args in [
-        vec!["factory", "init", "--org", "FW Org"],
-        vec!["factory", "family", "create", "pump"],
-        vec![
-            "factory",
-            "personalize",
-            "--family",
-            "pump",
-            "--count",
-            "1",
-            "--batch",
-            "p1",
-        ],
-    ] {
-        ok(inkan(d).args(&args).output().unwrap());
-    }
-    let chip = std::fs::read_dir(d.join("factory/batches/p1/chips"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let secrets = std::fs::read_dir(d.join("factory/batches/p1/devices"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let sock = d.join("se.sock");
-    let mut se = inkan(d)
-        .args([
-            "se",
-            "serve",
-            "--listen",
-            &format!("unix:{}", sock.display()),
-            "--state",
-        ])
-        .arg(&chip)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_banner(&mut se);
+    let (mut se, sock, secrets) = one_chip_on_a_socket(d, "FW Org", "pump");
     let image: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(d.join("app.bin"), &image).unwrap();
     let sign = |img: &str, sv: &str, out: &str| {
