@@ -5,6 +5,7 @@
 
 use crate::registry::{pop_challenge, RegistryError};
 use crate::store::{new_id, now, Store, StoreError};
+use crate::lifecycle::Action;
 use crate::AuthService;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -98,20 +99,30 @@ impl IntoResponse for ApiError {
 }
 
 impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    fn from(_: StoreError) -> ApiError {
+        // Database text never reaches a client.
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the store failed".into(),
+        )
     }
 }
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> ApiError {
         let code = match &e {
-            RegistryError::Duplicate(_) => StatusCode::CONFLICT,
-            RegistryError::ForeignFamily => StatusCode::FORBIDDEN,
-            RegistryError::UnknownFamily => StatusCode::NOT_FOUND,
+            RegistryError::Duplicate
+            | RegistryError::Lifecycle(_)
+            | RegistryError::SerialTaken
+            | RegistryError::IdentityTaken => StatusCode::CONFLICT,
+            RegistryError::ForeignFamily | RegistryError::UnprovenIssuer => StatusCode::FORBIDDEN,
+            RegistryError::UnknownFamily | RegistryError::UnknownDevice => StatusCode::NOT_FOUND,
             RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
+        if let RegistryError::Store(e) = e {
+            return ApiError::from(e);
+        }
         ApiError(code, e.to_string())
     }
 }
@@ -204,10 +215,15 @@ pub struct DeviceView {
     pub id: String,
     /// Chip serial.
     pub serial: String,
-    /// Status: active, suspended or revoked.
+    /// Lifecycle state: manufactured, registered, active, suspended,
+    /// revoked or decommissioned.
     pub status: String,
-    /// individual, manifest or family.
+    /// individual, manifest, family or transfer.
     pub enrolled_by: String,
+    /// A decommissioned device told to erase its secrets, not yet
+    /// confirmed.
+    #[serde(default)]
+    pub erase_pending: bool,
     /// The family, if known.
     pub family_id: Option<String>,
     /// The firmware version its last successful update installed.
@@ -314,28 +330,32 @@ fn cert_der(pem: &str) -> Result<Vec<u8>, ApiError> {
         })
 }
 
-/// A lifecycle action: the role it needs and the status it sets.
-fn lifecycle_action(action: &str) -> Result<(Role, &'static str), ApiError> {
-    match action {
-        "suspend" => Ok((Role::Operator, "suspended")),
-        "reinstate" => Ok((Role::Operator, "active")),
-        "revoke" => Ok((Role::Admin, "revoked")),
+/// A lifecycle action through the API and the role it needs.
+fn lifecycle_action(action: &str) -> Result<(Role, Action), ApiError> {
+    match Action::parse(action) {
+        Some(a @ (Action::Claim | Action::Suspend | Action::Resume)) => Ok((Role::Operator, a)),
+        Some(a @ Action::Revoke) => Ok((Role::Admin, a)),
         _ => Err(ApiError(
             StatusCode::BAD_REQUEST,
-            format!("unknown action {action:?} (suspend, reinstate, revoke)"),
+            format!("unknown action {action:?} (claim, suspend, resume, revoke)"),
         )),
     }
 }
 
-/// Revocation is final.
-fn check_transition(current: &str, next: &str) -> Result<(), ApiError> {
-    if current == "revoked" && next != "revoked" {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "revocation is final: it cannot be undone".into(),
-        ));
+fn device_view(d: crate::store::DeviceRow) -> DeviceView {
+    DeviceView {
+        id: d.id,
+        serial: d.serial,
+        status: d.state.as_str().to_string(),
+        enrolled_by: d.enrolled_by,
+        erase_pending: d.erase_pending,
+        family_id: d.family_id,
+        firmware_version: d.firmware_version,
     }
-    Ok(())
+}
+
+fn actor(c: &Caller) -> (String, String) {
+    (c.tenant_id.clone(), format!("token {}", c.token_id))
 }
 
 fn not_found() -> ApiError {
@@ -352,25 +372,17 @@ async fn list_devices(
     Query(p): Query<Page>,
 ) -> ApiResult<Vec<DeviceView>> {
     let c = caller(&st, &headers, Role::Viewer, "GET /v1/devices").await?;
-    let rows = sqlx::query("SELECT id, serial, status, enrolled_by, family_id, firmware_version FROM devices WHERE tenant_id = $1 ORDER BY serial LIMIT $2 OFFSET $3")
-        .bind(&c.tenant_id)
-        .bind(p.limit.unwrap_or(100).clamp(1, 1000))
-        .bind(p.offset.unwrap_or(0).max(0))
-        .fetch_all(&st.auth.registry.store.pool)
-        .await
-        .map_err(StoreError::from)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.push(DeviceView {
-            id: r.try_get("id").map_err(StoreError::from)?,
-            serial: r.try_get("serial").map_err(StoreError::from)?,
-            status: r.try_get("status").map_err(StoreError::from)?,
-            enrolled_by: r.try_get("enrolled_by").map_err(StoreError::from)?,
-            family_id: r.try_get("family_id").map_err(StoreError::from)?,
-            firmware_version: r.try_get("firmware_version").map_err(StoreError::from)?,
-        });
-    }
-    Ok(Json(out))
+    let rows = st
+        .auth
+        .registry
+        .store
+        .devices_in(
+            &c.tenant_id,
+            p.limit.unwrap_or(100).clamp(1, 1000),
+            p.offset.unwrap_or(0).max(0),
+        )
+        .await?;
+    Ok(Json(rows.into_iter().map(device_view).collect()))
 }
 
 #[utoipa::path(get, path = "/v1/devices/{id}", responses((status = 200, body = DeviceView), (status = 404)))]
@@ -384,26 +396,10 @@ async fn get_device(
         .auth
         .registry
         .store
-        .device(&id)
+        .device_in(&c.tenant_id, &id)
         .await?
-        .filter(|d| d.tenant_id == c.tenant_id)
         .ok_or_else(not_found)?;
-    let firmware_version: Option<String> =
-        sqlx::query("SELECT firmware_version FROM devices WHERE id = $1")
-            .bind(&d.id)
-            .fetch_one(&st.auth.registry.store.pool)
-            .await
-            .map_err(StoreError::from)?
-            .try_get("firmware_version")
-            .map_err(StoreError::from)?;
-    Ok(Json(DeviceView {
-        id: d.id,
-        serial: d.serial,
-        status: d.status,
-        enrolled_by: d.enrolled_by,
-        family_id: d.family_id,
-        firmware_version,
-    }))
+    Ok(Json(device_view(d)))
 }
 
 #[utoipa::path(post, path = "/v1/devices", request_body = CertificateBody, responses((status = 200, body = DeviceView)))]
@@ -427,7 +423,7 @@ async fn device_action(
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<DeviceView> {
-    let (need, status) = lifecycle_action(&action)?;
+    let (need, action) = lifecycle_action(&action)?;
     let c = caller(
         &st,
         &headers,
@@ -435,24 +431,252 @@ async fn device_action(
         &format!("POST /v1/devices/{{id}}/{action}"),
     )
     .await?;
+    let (tenant, who) = actor(&c);
+    let d = crate::devices::act(
+        &st.auth,
+        crate::devices::Actor {
+            tenant_id: &tenant,
+            who: &who,
+        },
+        &id,
+        action,
+        "operator request",
+    )
+    .await?;
+    Ok(Json(device_view(d)))
+}
+
+/// A decommissioning request.
+#[derive(Deserialize, ToSchema, Debug, Default)]
+pub struct DecommissionBody {
+    /// Delete the device's readings too (kept by default).
+    #[serde(default)]
+    pub purge_readings: bool,
+    /// Why (kept in the history).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/devices/{id}/decommission", request_body = DecommissionBody, responses((status = 200), (status = 404), (status = 409)))]
+async fn decommission_device(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<DecommissionBody>,
+) -> ApiResult<crate::devices::Decommissioned> {
+    let c = caller(&st, &headers, Role::Admin, "POST /v1/devices/{id}/decommission").await?;
+    let (tenant, who) = actor(&c);
+    let r = crate::devices::decommission(
+        &st.auth,
+        crate::devices::Actor {
+            tenant_id: &tenant,
+            who: &who,
+        },
+        &id,
+        b.purge_readings,
+        b.reason.as_deref().unwrap_or("operator request"),
+    )
+    .await?;
+    Ok(Json(r))
+}
+
+#[utoipa::path(get, path = "/v1/devices/{id}/history", responses((status = 200, body = [crate::store::HistoryEntry]), (status = 404)))]
+async fn device_history(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<crate::store::HistoryEntry>> {
+    let c = caller(&st, &headers, Role::Viewer, "GET /v1/devices/{id}/history").await?;
+    let (tenant, who) = actor(&c);
+    let h = crate::devices::history(
+        &st.auth,
+        crate::devices::Actor {
+            tenant_id: &tenant,
+            who: &who,
+        },
+        &id,
+    )
+    .await?;
+    Ok(Json(h))
+}
+
+/// A credential, as the API shows it.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct CredentialView {
+    /// Identifier.
+    pub id: String,
+    /// SHA-256 of the certificate, hex.
+    pub fingerprint: String,
+    /// issued, active, retired or revoked.
+    pub state: String,
+    /// Created (Unix seconds).
+    pub created: i64,
+    /// Last change (Unix seconds).
+    pub changed: i64,
+}
+
+#[utoipa::path(get, path = "/v1/devices/{id}/credentials", responses((status = 200, body = [CredentialView]), (status = 404)))]
+async fn list_credentials(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<CredentialView>> {
+    let c = caller(&st, &headers, Role::Viewer, "GET /v1/devices/{id}/credentials").await?;
     let store = &st.auth.registry.store;
     let d = store
-        .device(&id)
+        .device_in(&c.tenant_id, &id)
         .await?
-        .filter(|d| d.tenant_id == c.tenant_id)
         .ok_or_else(not_found)?;
-    check_transition(&d.status, status)?;
-    store.set_device_status(&d.id, status).await?;
-    store
-        .audit(
-            Some(&c.tenant_id),
-            &format!("device-{action}"),
-            &d.serial,
-            "ok",
-            &format!("token {}", c.token_id),
-        )
-        .await?;
-    get_device(State(st), headers, Path(id)).await
+    Ok(Json(
+        store
+            .credentials_of(&d.id)
+            .await?
+            .into_iter()
+            .map(|c| CredentialView {
+                id: c.id,
+                fingerprint: c.fingerprint,
+                state: c.state.as_str().into(),
+                created: c.created,
+                changed: c.changed,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/devices/{id}/credentials", request_body = CertificateBody, responses((status = 200), (status = 404), (status = 409)))]
+async fn add_credential(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<CertificateBody>,
+) -> ApiResult<serde_json::Value> {
+    let c = caller(&st, &headers, Role::Operator, "POST /v1/devices/{id}/credentials").await?;
+    let (tenant, who) = actor(&c);
+    let cid = crate::devices::add_credential(
+        &st.auth,
+        crate::devices::Actor {
+            tenant_id: &tenant,
+            who: &who,
+        },
+        &id,
+        &cert_der(&b.certificate_pem)?,
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "credential_id": cid })))
+}
+
+#[utoipa::path(post, path = "/v1/devices/{id}/credentials/{credential}/{action}", responses((status = 200), (status = 404)))]
+async fn end_credential(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((id, credential, action)): Path<(String, String, String)>,
+) -> ApiResult<serde_json::Value> {
+    let (need, to) = match action.as_str() {
+        "retire" => (Role::Operator, crate::lifecycle::CredentialState::Retired),
+        "revoke" => (Role::Admin, crate::lifecycle::CredentialState::Revoked),
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "a credential can be retired or revoked".into(),
+            ))
+        }
+    };
+    let c = caller(&st, &headers, need, "POST /v1/devices/{id}/credentials/{credential}").await?;
+    let (tenant, who) = actor(&c);
+    crate::devices::end_credential(
+        &st.auth,
+        crate::devices::Actor {
+            tenant_id: &tenant,
+            who: &who,
+        },
+        &id,
+        &credential,
+        to,
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "credential_id": credential, "state": to.as_str() })))
+}
+
+/// A transfer offer.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct TransferOfferBody {
+    /// The buyer's tenant name.
+    pub to: String,
+    /// The devices to hand over.
+    pub devices: Vec<String>,
+    /// How long the buyer has to claim it (default 7 days, at most 30).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A signed transfer document.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct TransferDocument {
+    /// The COSE_Sign1, hex.
+    pub transfer_hex: String,
+}
+
+#[utoipa::path(post, path = "/v1/transfers", request_body = TransferOfferBody, responses((status = 200, body = TransferDocument)))]
+async fn offer_transfer(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(b): Json<TransferOfferBody>,
+) -> ApiResult<TransferDocument> {
+    let c = caller(&st, &headers, Role::Admin, "POST /v1/transfers").await?;
+    let (tenant, who) = actor(&c);
+    let seller = st
+        .auth
+        .registry
+        .store
+        .tenant_name(&tenant)
+        .await?
+        .ok_or_else(not_found)?;
+    let doc = crate::devices::offer_transfer(
+        &st.auth,
+        crate::devices::Actor {
+            tenant_id: &tenant,
+            who: &who,
+        },
+        &seller,
+        &b.to,
+        &b.devices,
+        b.ttl_secs.unwrap_or(7 * 24 * 3600),
+    )
+    .await?;
+    Ok(Json(TransferDocument {
+        transfer_hex: hex::encode(doc),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/transfers/claim", request_body = TransferDocument, responses((status = 200)))]
+async fn claim_transfer(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Json(b): Json<TransferDocument>,
+) -> ApiResult<serde_json::Value> {
+    let c = caller(&st, &headers, Role::Admin, "POST /v1/transfers/claim").await?;
+    let (tenant, who) = actor(&c);
+    let buyer = st
+        .auth
+        .registry
+        .store
+        .tenant_name(&tenant)
+        .await?
+        .ok_or_else(not_found)?;
+    let doc = hex::decode(b.transfer_hex.trim()).map_err(|_| {
+        ApiError(StatusCode::BAD_REQUEST, "transfer_hex is not hex".into())
+    })?;
+    let ids = crate::devices::claim_transfer(
+        &st.auth,
+        crate::devices::Actor {
+            tenant_id: &tenant,
+            who: &who,
+        },
+        &buyer,
+        &doc,
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "devices": ids })))
 }
 
 #[utoipa::path(get, path = "/v1/families", responses((status = 200, body = [FamilyView])))]
@@ -468,7 +692,7 @@ async fn list_families(
             .map(|f| FamilyView {
                 id: f.id,
                 name: f.name,
-                status: f.status,
+                status: f.state.as_str().into(),
             })
             .collect(),
     ))
@@ -518,7 +742,7 @@ async fn family_action(
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<FamilyView> {
-    let (need, status) = lifecycle_action(&action)?;
+    let (need, act) = lifecycle_action(&action)?;
     let c = caller(
         &st,
         &headers,
@@ -531,8 +755,11 @@ async fn family_action(
         .family_in(&c.tenant_id, &id)
         .await?
         .ok_or_else(not_found)?;
-    check_transition(&f.status, status)?;
-    store.set_family_status(&f.id, status).await?;
+    let to = f
+        .state
+        .after(act)
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
+    store.set_family_state(&f.id, to).await?;
     store
         .audit(
             Some(&c.tenant_id),
@@ -545,7 +772,7 @@ async fn family_action(
     Ok(Json(FamilyView {
         id: f.id,
         name: f.name,
-        status: status.into(),
+        status: to.as_str().into(),
     }))
 }
 
@@ -581,7 +808,7 @@ async fn family_revocations(
     Ok(Json(RevocationList {
         crl_number: store.crl_number(&f.id).await?,
         family_id: f.id,
-        family_status: f.status,
+        family_status: f.state.as_str().into(),
         entries,
     }))
 }
@@ -914,7 +1141,7 @@ async fn issue_command(
         (Some(id), None) => vec![store
             .device(id)
             .await?
-            .filter(|d| d.tenant_id == c.tenant_id && d.status == "active")
+            .filter(|d| d.tenant_id == c.tenant_id && d.state == crate::lifecycle::DeviceState::Active)
             .ok_or_else(not_found)?],
         (None, Some(fam)) => store.devices_of_family(&c.tenant_id, fam).await?,
         _ => {
@@ -1109,6 +1336,13 @@ async fn new_token(
         list_devices,
         get_device,
         register_device,
+        decommission_device,
+        device_history,
+        list_credentials,
+        add_credential,
+        end_credential,
+        offer_transfer,
+        claim_transfer,
         device_action,
         list_families,
         family_challenge,
@@ -1147,6 +1381,11 @@ async fn new_token(
         CampaignBody,
         TokenBody,
         AuditView,
+        DecommissionBody,
+        CredentialView,
+        TransferOfferBody,
+        TransferDocument,
+        crate::store::HistoryEntry,
         Role
     ))
 )]
@@ -1159,7 +1398,19 @@ pub fn router(auth: Arc<AuthService>) -> Router {
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/v1/devices", get(list_devices).post(register_device))
         .route("/v1/devices/{id}", get(get_device))
+        .route("/v1/devices/{id}/decommission", post(decommission_device))
+        .route("/v1/devices/{id}/history", get(device_history))
+        .route(
+            "/v1/devices/{id}/credentials",
+            get(list_credentials).post(add_credential),
+        )
+        .route(
+            "/v1/devices/{id}/credentials/{credential}/{action}",
+            post(end_credential),
+        )
         .route("/v1/devices/{id}/{action}", post(device_action))
+        .route("/v1/transfers", post(offer_transfer))
+        .route("/v1/transfers/claim", post(claim_transfer))
         .route("/v1/families", get(list_families).post(register_family))
         .route("/v1/families/challenge", post(family_challenge))
         .route("/v1/families/{id}/revocations", get(family_revocations))

@@ -170,6 +170,27 @@ impl CloudIdentity {
         .map(zeroize::Zeroizing::new)
     }
 
+    /// Signs a document the cloud vouches for (a transfer of ownership)
+    /// with its P-256 key: raw `r ‖ s` over `msg`.
+    pub fn sign_document(&self, msg: &[u8]) -> Result<Vec<u8>, EdhocError> {
+        let mut s = self
+            .p256
+            .signer
+            .lock()
+            .map_err(|_| EdhocError::Key("cloud signer lock poisoned".into()))?;
+        s.sign(msg)
+    }
+
+    /// The cloud key's public point (SEC1), which documents it signed
+    /// verify with.
+    pub fn document_key(&self) -> Vec<u8> {
+        self.p256
+            .signer
+            .lock()
+            .map(|s| s.public_key())
+            .unwrap_or_default()
+    }
+
     /// The suites offered, most preferred first.
     pub fn suites(&self) -> Vec<Suite> {
         let mut v = vec![Suite::P256Es256];
@@ -355,7 +376,8 @@ impl AuthService {
         m3: &[u8],
         peer: &str,
     ) -> Result<Authenticated, AuthError> {
-        let result = self.finish(c_r, m3).await;
+        let mut presented = None;
+        let result = self.finish(c_r, m3, &mut presented).await;
         let store = &self.registry.store;
         match &result {
             Ok(a) => {
@@ -370,15 +392,26 @@ impl AuthService {
                     .await?;
             }
             Err(e) => {
+                // Attributed to the tenant whose device or family the
+                // chain names, when it names one.
+                let tenant = match &presented {
+                    Some(chain) => self.registry.tenant_of(chain).await,
+                    None => None,
+                };
                 store
-                    .audit(None, "authenticate", peer, "refused", &e.reason())
+                    .audit(tenant.as_deref(), "authenticate", peer, "refused", &e.reason())
                     .await?;
             }
         }
         result
     }
 
-    async fn finish(&self, c_r: &ConnId, m3: &[u8]) -> Result<Authenticated, AuthError> {
+    async fn finish(
+        &self,
+        c_r: &ConnId,
+        m3: &[u8],
+        presented: &mut Option<Vec<Vec<u8>>>,
+    ) -> Result<Authenticated, AuthError> {
         let (state, live) = self
             .registry
             .store
@@ -394,15 +427,15 @@ impl AuthService {
             IdCredKind::X5chain(chain) => chain,
             // A known device may name its certificate by hash (SHA-256/64).
             IdCredKind::X5t { alg: -15, hash } if hash.len() == 8 => {
-                let d = self
+                let c = self
                     .registry
                     .store
-                    .device_by_fingerprint_prefix(&hex::encode(&hash))
+                    .credential_by_fingerprint_prefix(&hex::encode(&hash))
                     .await?
                     .ok_or(AuthError::Credential(
                         "x5t names no known device: send x5chain",
                     ))?;
-                vec![d.certificate]
+                vec![c.certificate]
             }
             IdCredKind::X5t { .. } => {
                 return Err(AuthError::Credential(
@@ -411,9 +444,14 @@ impl AuthService {
             }
             IdCredKind::Kid(_) => return Err(AuthError::Credential("kid")),
         };
-        let device = self.registry.authorize(&chain).await?;
+        *presented = Some(chain.clone());
+        // Checked against the registry first (nothing written), then the
+        // device's signature; only a device that proved it holds the key
+        // is enrolled or gets a session.
+        let resolved = self.registry.resolve(&chain).await?;
         let leaf = chain.first().ok_or(AuthError::Credential("empty chain"))?;
-        let done = p3.verify(&Credential::x509(leaf, device.public_key.clone()))?;
+        let done = p3.verify(&Credential::x509(leaf, resolved.public_key().to_vec()))?;
+        let device = self.registry.admit(resolved).await?;
         let params = inkan_proto::oscore::ContextParams::from_edhoc(
             done.session(),
             false,
@@ -429,6 +467,7 @@ impl AuthService {
             .store
             .insert_session(
                 &device.device_id,
+                &device.credential_id,
                 &conn_id_hex(&done.c_i),
                 &c_r_hex,
                 Some(&wrapped),

@@ -66,24 +66,16 @@ pub async fn issue(
             "an action of 1 to 64 bytes and arguments of at most 512 bytes",
         ));
     }
-    if ttl_secs <= 0 {
-        return Err(IssueError::Invalid("ttl_secs must be positive"));
+    let max_ttl = i64::try_from(inkan_proto::command::MAX_TTL_SECS).unwrap_or(i64::MAX);
+    if ttl_secs <= 0 || ttl_secs > max_ttl {
+        return Err(IssueError::Invalid(
+            "ttl_secs must be positive and at most 30 days (2592000)",
+        ));
     }
     let now = crate::store::now();
     let mut out = Vec::with_capacity(devices.len());
     for d in devices {
-        let mut id = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
-        let cmd = Command {
-            id,
-            device: d.serial.clone(),
-            action: action.to_string(),
-            args: args.clone(),
-            issued: u64::try_from(now).unwrap_or(0),
-            expires: u64::try_from(now.saturating_add(ttl_secs)).unwrap_or(0),
-        };
-        let cose = cmd.sign(|tbs| inkan_pki::signer::sign_raw(key, tbs))?;
-        let hex_id = hex::encode(id);
+        let (hex_id, cose) = sign_for(auth, key, d, action, &args, now, ttl_secs).await?;
         auth.registry
             .store
             .insert_command(
@@ -108,4 +100,40 @@ pub async fn issue(
         out.push((hex_id, d.id.clone()));
     }
     Ok(out)
+}
+
+/// Signs a command for one device, bound to its identity and to the
+/// credential it authenticates with; returns its id (hex) and COSE.
+pub(crate) async fn sign_for(
+    auth: &AuthService,
+    key: &dyn inkan_pki::CaSigner,
+    d: &DeviceRow,
+    action: &str,
+    args: &[u8],
+    now: i64,
+    ttl_secs: i64,
+) -> Result<(String, Vec<u8>), IssueError> {
+    let credential = auth
+        .registry
+        .store
+        .current_credential(&d.id)
+        .await?
+        .ok_or(IssueError::NoTarget)?;
+    let mut fp = [0u8; 32];
+    hex::decode_to_slice(&credential.fingerprint, &mut fp)
+        .map_err(|_| IssueError::Invalid("a credential fingerprint that is not SHA-256 hex"))?;
+    let mut id = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+    let cmd = Command {
+        id,
+        device: d.serial.clone(),
+        ueid: hex::decode(&d.id).unwrap_or_else(|_| d.id.as_bytes().to_vec()),
+        credential: fp,
+        action: action.to_string(),
+        args: args.to_vec(),
+        issued: u64::try_from(now).unwrap_or(0),
+        expires: u64::try_from(now.saturating_add(ttl_secs)).unwrap_or(0),
+    };
+    let cose = cmd.sign(|tbs| inkan_pki::signer::sign_raw(key, tbs))?;
+    Ok((hex::encode(id), cose))
 }

@@ -4,7 +4,8 @@
 //! even inside an active family, and any device of a revoked family stays
 //! out even if registered individually.
 
-use crate::store::{DeviceRow, FamilyRow, Store, StoreError};
+use crate::lifecycle::{self, Action, CredentialState, DeviceState, Proof};
+use crate::store::{CredentialRow, DeviceRow, Entry, FamilyRow, NewDevice, Store, StoreError};
 use inkan_pki::cert::{verify_issued_by, IssuedCert};
 use inkan_pki::validate::RequiredEku;
 use inkan_pki::{DeviceValidator, ValidationError};
@@ -56,9 +57,40 @@ pub enum RegistryError {
     /// the newest one imported.
     #[error("CRL refused: {0}")]
     Crl(String),
-    /// Already registered.
-    #[error("already registered: {0}")]
-    Duplicate(String),
+    /// Already registered (no detail: the device may be another
+    /// tenant's).
+    #[error("already registered")]
+    Duplicate,
+    /// Claiming a device needs proof tied to its issuer: its family
+    /// registered by this tenant with proof of possession, or a transfer
+    /// signed for it.
+    #[error("claiming a device needs proof: register its family with proof of possession of the family key, or claim a transfer")]
+    UnprovenIssuer,
+    /// A device with this chip serial is known under another family.
+    #[error("this chip serial is already enrolled under another family")]
+    SerialTaken,
+    /// The certificate names a device identity (UEID) that belongs to a
+    /// device of another family or chip.
+    #[error("the device identity (UEID) in this certificate belongs to another device")]
+    IdentityTaken,
+    /// The credential was retired (replaced by a newer one).
+    #[error("credential retired")]
+    CredentialRetired,
+    /// The credential is not active yet.
+    #[error("credential not active")]
+    CredentialInactive,
+    /// The device is decommissioned.
+    #[error("device decommissioned")]
+    DeviceDecommissioned,
+    /// A lifecycle transition not in the table.
+    #[error(transparent)]
+    Lifecycle(#[from] lifecycle::TransitionRefused),
+    /// No such device in the caller's tenant.
+    #[error("no such device in this tenant")]
+    UnknownDevice,
+    /// A transfer refused.
+    #[error("transfer refused: {0}")]
+    Transfer(String),
     /// A manifest that does not verify.
     #[error("manifest refused: {0}")]
     Manifest(String),
@@ -72,6 +104,10 @@ pub enum RegistryError {
 pub struct Authorized {
     /// Device id.
     pub device_id: String,
+    /// The credential it presented.
+    pub credential_id: String,
+    /// A decommissioned device that may only fetch its erase order.
+    pub erase_only: bool,
     /// Tenant.
     pub tenant_id: String,
     /// Chip serial.
@@ -137,16 +173,84 @@ pub struct Registry {
     cache: Mutex<Cache>,
 }
 
-fn status_error(device: Option<&DeviceRow>, family: Option<&FamilyRow>) -> Option<RegistryError> {
-    match family.map(|f| f.status.as_str()) {
-        Some("revoked") => return Some(RegistryError::FamilyRevoked),
-        Some("suspended") => return Some(RegistryError::FamilySuspended),
+fn family_error(family: Option<&FamilyRow>) -> Option<RegistryError> {
+    match family.map(|f| f.state) {
+        Some(crate::lifecycle::FamilyState::Revoked) => Some(RegistryError::FamilyRevoked),
+        Some(crate::lifecycle::FamilyState::Suspended) => Some(RegistryError::FamilySuspended),
+        _ => None,
+    }
+}
+
+/// Whether a device (and the credential it presents) may authenticate;
+/// Ok(true) for a decommissioned device still to be told to erase.
+fn device_error(d: &DeviceRow, c: Option<&CredentialRow>) -> Result<bool, RegistryError> {
+    if d.state == DeviceState::Decommissioned {
+        return if d.erase_pending {
+            Ok(true)
+        } else {
+            Err(RegistryError::DeviceDecommissioned)
+        };
+    }
+    match c.map(|c| c.state) {
+        Some(CredentialState::Retired) => return Err(RegistryError::CredentialRetired),
+        Some(CredentialState::Revoked) => return Err(RegistryError::DeviceRevoked),
+        Some(CredentialState::Issued) => return Err(RegistryError::CredentialInactive),
         _ => {}
     }
-    match device.map(|d| d.status.as_str()) {
-        Some("revoked") => Some(RegistryError::DeviceRevoked),
-        Some("suspended") => Some(RegistryError::DeviceSuspended),
-        _ => None,
+    match d.state {
+        DeviceState::Revoked => Err(RegistryError::DeviceRevoked),
+        DeviceState::Suspended => Err(RegistryError::DeviceSuspended),
+        _ => Ok(false),
+    }
+}
+
+/// What an authentication will do once the device's signature verified.
+#[derive(Debug)]
+enum Plan {
+    /// Verified before and cached.
+    Cached(Authorized),
+    /// A known credential.
+    Known {
+        device: DeviceRow,
+        credential: CredentialRow,
+        erase_only: bool,
+    },
+    /// A new certificate of a known device (same UEID, same family).
+    NewCredential { device: DeviceRow, family: FamilyRow },
+    /// A device seen for the first time, enrolled through its family.
+    NewDevice {
+        family: FamilyRow,
+        serial: String,
+        id: String,
+    },
+}
+
+/// A chain checked against the registry, not yet admitted: nothing has
+/// been written. [`Registry::admit`] writes what it needs once the
+/// device's proof of possession verified.
+#[derive(Debug)]
+pub struct Resolved {
+    plan: Plan,
+    leaf_der: Vec<u8>,
+    fingerprint: String,
+    public_key: Vec<u8>,
+    not_after: SystemTime,
+    generation: (i64, u64),
+}
+
+impl Resolved {
+    /// The public key the device must prove it holds.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    /// The tenant the device or its family belongs to.
+    pub fn tenant_id(&self) -> &str {
+        match &self.plan {
+            Plan::Cached(a) => &a.tenant_id,
+            Plan::Known { device, .. } | Plan::NewCredential { device, .. } => &device.tenant_id,
+            Plan::NewDevice { family, .. } => &family.tenant_id,
+        }
     }
 }
 
@@ -213,12 +317,40 @@ impl Registry {
         }
         let fp = fingerprint(cert_der);
         if self.store.family_by_fingerprint(&fp).await?.is_some() {
-            return Err(RegistryError::Duplicate(format!("family certificate {fp}")));
+            return Err(RegistryError::Duplicate);
         }
-        self.store
+        let id = self
+            .store
             .insert_family(tenant_id, name, cert_der, &fp)
-            .await
-            .map_err(RegistryError::from)
+            .await?;
+        // Devices of this family that a tenant claimed without proof (from
+        // public data, before claims needed proof) go to the tenant that
+        // just proved it holds the family key.
+        let held: Vec<DeviceRow> = self
+            .store
+            .unproven_devices()
+            .await?
+            .into_iter()
+            .filter(|d| {
+                IssuedCert::from_der(&d.certificate)
+                    .is_ok_and(|c| verify_issued_by(&c, &cert).is_ok())
+            })
+            .collect();
+        if !held.is_empty() {
+            self.store
+                .reclaim(&held, tenant_id, &id, &format!("family {name}"))
+                .await?;
+            self.store
+                .audit(
+                    Some(tenant_id),
+                    "reclaim",
+                    name,
+                    "ok",
+                    &format!("{} devices held without proof reclaimed", held.len()),
+                )
+                .await?;
+        }
+        Ok(id)
     }
 
     /// Registers one device by its certificate. A device of a family
@@ -249,25 +381,65 @@ impl Registry {
         let serial = cert
             .subject_serial_number()
             .ok_or_else(|| RegistryError::Malformed("certificate without a serialNumber".into()))?;
-        if self.store.device_by_fingerprint(fp).await?.is_some() {
-            return Err(RegistryError::Duplicate(format!("device {serial}")));
+        let family = self.owned_family(tenant_id, &cert).await?;
+        if self.store.credential_by_fingerprint(fp).await?.is_some() {
+            return Err(RegistryError::Duplicate);
         }
-        let family = self.family_of(&cert).await?;
-        if family.as_ref().is_some_and(|f| f.tenant_id != tenant_id) {
-            return Err(RegistryError::ForeignFamily);
+        let id = device_id_of(&cert);
+        if self.store.device(&id).await?.is_some() {
+            return Err(RegistryError::Duplicate);
         }
-        let id = Store::insert_device(
-            &self.store.pool,
-            tenant_id,
-            &serial,
-            family.map(|f| f.id).as_deref(),
-            cert_der,
-            fp,
-            &cert.public_point(),
-            "individual",
+        self.check_serial(&serial, &family.id).await?;
+        let mut conn = self.store.pool.acquire().await.map_err(StoreError::from)?;
+        Store::insert_device(
+            &mut conn,
+            Entry {
+                tenant: tenant_id,
+                family_id: Some(&family.id),
+                state: DeviceState::Registered,
+                enrolled_by: "individual",
+                proof: Proof::Family,
+                actor: "operator",
+            },
+            &NewDevice {
+                id: id.clone(),
+                serial: &serial,
+                certificate: cert_der,
+                fingerprint: fp.to_string(),
+                public_key: &cert.public_point(),
+            },
         )
-        .await?;
+        .await
+        .map_err(duplicate)?;
         Ok(id)
+    }
+
+    /// The family that issued `cert`, which `tenant_id` must own: claiming
+    /// a device needs that proof.
+    async fn owned_family(
+        &self,
+        tenant_id: &str,
+        cert: &IssuedCert,
+    ) -> Result<FamilyRow, RegistryError> {
+        match self.family_of(cert).await? {
+            Some(f) if f.tenant_id == tenant_id => Ok(f),
+            Some(_) => Err(RegistryError::ForeignFamily),
+            None => Err(RegistryError::UnprovenIssuer),
+        }
+    }
+
+    /// A chip serial belongs to one family.
+    async fn check_serial(&self, serial: &str, family_id: &str) -> Result<(), RegistryError> {
+        let taken = self
+            .store
+            .devices_by_serial(serial)
+            .await?
+            .iter()
+            .any(|d| d.family_id.as_deref() != Some(family_id));
+        if taken {
+            return Err(RegistryError::SerialTaken);
+        }
+        Ok(())
     }
 
     /// Imports a signed factory manifest: verified against `root` before
@@ -299,11 +471,11 @@ impl Registry {
         let m = inkan_pki::manifest::verify(bytes, &root, SystemTime::now())
             .map_err(|e| RegistryError::Manifest(e.to_string()))?;
         let family_fp = fingerprint(&m.family_certificate);
-        let family = self.store.family_by_fingerprint(&family_fp).await?;
-        if family.as_ref().is_some_and(|f| f.tenant_id != tenant_id) {
-            return Err(RegistryError::ForeignFamily);
-        }
-        let family_id = family.map(|f| f.id);
+        let family = match self.store.family_by_fingerprint(&family_fp).await? {
+            Some(f) if f.tenant_id == tenant_id => f,
+            Some(_) => return Err(RegistryError::ForeignFamily),
+            None => return Err(RegistryError::UnprovenIssuer),
+        };
         let mut rows = Vec::with_capacity(m.entries.len());
         for e in &m.entries {
             let cert = IssuedCert::from_der(&e.certificate)
@@ -314,7 +486,15 @@ impl Registry {
                     e.serial
                 )));
             }
-            rows.push(crate::store::NewDevice {
+            let id = match &e.ueid {
+                Some(u) => inkan_pki::Ueid::from_bytes(u)
+                    .map_err(|err| RegistryError::Manifest(format!("entry {}: {err}", e.serial)))?
+                    .to_hex(),
+                None => device_id_of(&cert),
+            };
+            self.check_serial(&e.serial, &family.id).await?;
+            rows.push(NewDevice {
+                id,
                 serial: &e.serial,
                 certificate: &e.certificate,
                 fingerprint: fingerprint(&e.certificate),
@@ -322,16 +502,20 @@ impl Registry {
             });
         }
         let mut tx = self.store.pool.begin().await.map_err(StoreError::from)?;
-        Store::insert_devices(&mut tx, tenant_id, family_id.as_deref(), "manifest", &rows)
-            .await
-            .map_err(|err| match err {
-                StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                    RegistryError::Duplicate(
-                        "a device of this manifest is already registered".into(),
-                    )
-                }
-                other => RegistryError::Store(other),
-            })?;
+        Store::insert_devices(
+            &mut tx,
+            Entry {
+                tenant: tenant_id,
+                family_id: Some(&family.id),
+                state: DeviceState::Manufactured,
+                enrolled_by: "manifest",
+                proof: Proof::Family,
+                actor: "manifest",
+            },
+            &rows,
+        )
+        .await
+        .map_err(duplicate)?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok((m.batch.clone(), m.entries.len()))
     }
@@ -476,10 +660,11 @@ impl Registry {
         Ok(())
     }
 
-    /// Decides whether the presented chain (end entity first) belongs to a
-    /// device that may authenticate now; enrolls it through its family on
-    /// its first authentication.
-    pub async fn authorize(&self, chain: &[Vec<u8>]) -> Result<Authorized, RegistryError> {
+    /// Checks the presented chain (end entity first) against the registry
+    /// and decides what admitting it will do; writes nothing. The caller
+    /// verifies the device's proof of possession with
+    /// [`Resolved::public_key`] and only then calls [`Registry::admit`].
+    pub async fn resolve(&self, chain: &[Vec<u8>]) -> Result<Resolved, RegistryError> {
         let leaf_der = chain
             .first()
             .ok_or_else(|| RegistryError::Malformed("empty certificate chain".into()))?;
@@ -491,44 +676,84 @@ impl Registry {
         };
         if let Some((a, not_after)) = hit {
             if SystemTime::now() <= not_after {
-                return Ok(Authorized {
-                    enrolled_now: false,
-                    ..a
+                return Ok(Resolved {
+                    public_key: a.public_key.clone(),
+                    plan: Plan::Cached(Authorized {
+                        enrolled_now: false,
+                        ..a
+                    }),
+                    leaf_der: leaf_der.clone(),
+                    fingerprint: fp,
+                    not_after,
+                    generation,
                 });
             }
         }
         let leaf =
             IssuedCert::from_der(leaf_der).map_err(|e| RegistryError::Malformed(e.to_string()))?;
-        let device = self.store.device_by_fingerprint(&fp).await?;
+        let known = self.store.credential_by_fingerprint(&fp).await?;
         let family = self.family_of(&leaf).await?;
-        if let Some(e) = status_error(device.as_ref(), family.as_ref()) {
+        if let Some(e) = family_error(family.as_ref()) {
             return Err(e);
         }
-        // A device registered by one tenant under a family another tenant
-        // owns (it proved possession of the family key): the family's
-        // owner wins, the claim is refused.
-        if let (Some(d), Some(f)) = (&device, &family) {
-            if d.tenant_id != f.tenant_id {
-                return Err(RegistryError::ForeignFamily);
+        let plan = match known {
+            Some((credential, device)) => {
+                let erase_only = device_error(&device, Some(&credential))?;
+                // A device claimed without proof, under a family another
+                // tenant owns: the family's owner wins.
+                if let Some(f) = &family {
+                    if device.tenant_id != f.tenant_id && device.proof == Proof::None {
+                        return Err(RegistryError::ForeignFamily);
+                    }
+                }
+                self.check_chain(&leaf, leaf_der, chain, family.as_ref(), true)?;
+                Plan::Known {
+                    device,
+                    credential,
+                    erase_only,
+                }
             }
-        }
-        // A device never seen before may already be on its family's
-        // revocation list (an imported CRL).
-        if let (None, Some(f)) = (&device, &family) {
-            if self
-                .revoked_serials(&f.id)
-                .await?
-                .contains(&leaf.serial_hex())
-            {
-                return Err(RegistryError::DeviceRevoked);
+            None => {
+                let f = family.ok_or(RegistryError::UnknownCa)?;
+                // A certificate the family's revocation list names.
+                if self
+                    .revoked_serials(&f.id)
+                    .await?
+                    .contains(&leaf.serial_hex())
+                {
+                    return Err(RegistryError::DeviceRevoked);
+                }
+                self.check_chain(&leaf, leaf_der, chain, Some(&f), false)?;
+                let serial = leaf
+                    .subject_serial_number()
+                    .unwrap_or_else(|| fp[..16].to_string());
+                self.plan_new(&leaf, f, serial).await?
             }
-        }
-        // The chain is checked against the family when there is one (time,
-        // EKU, path); an individually registered device without a family is
-        // checked against its own pinned certificate.
-        let anchor = match &family {
+        };
+        Ok(Resolved {
+            plan,
+            public_key: leaf.public_point(),
+            leaf_der: leaf_der.clone(),
+            fingerprint: fp,
+            not_after: leaf.validity().1,
+            generation,
+        })
+    }
+
+    /// Path validation against the family (time, EKU, path); a device
+    /// without a family (registered before families were required) is
+    /// checked against its own pinned certificate.
+    fn check_chain(
+        &self,
+        leaf: &IssuedCert,
+        leaf_der: &[u8],
+        chain: &[Vec<u8>],
+        family: Option<&FamilyRow>,
+        known: bool,
+    ) -> Result<(), RegistryError> {
+        let anchor = match family {
             Some(f) => f.certificate.clone(),
-            None if device.is_some() => leaf_der.clone(),
+            None if known => leaf_der.to_vec(),
             None => return Err(RegistryError::UnknownCa),
         };
         let validator =
@@ -545,58 +770,210 @@ impl Registry {
                 return Err(RegistryError::Chain(ValidationError::NotYetValid));
             }
         }
-        let (device_id, tenant_id, serial, enrolled_now) = match device {
-            Some(d) => (d.id, d.tenant_id, d.serial, false),
-            None => {
-                let f = family.as_ref().ok_or(RegistryError::UnknownCa)?;
-                let serial = leaf
-                    .subject_serial_number()
-                    .unwrap_or_else(|| fp[..16].to_string());
-                let id = match Store::insert_device(
-                    &self.store.pool,
-                    &f.tenant_id,
-                    &serial,
-                    Some(&f.id),
-                    leaf_der,
-                    &fp,
-                    &leaf.public_point(),
-                    "family",
-                )
-                .await
+        Ok(())
+    }
+
+    /// A certificate the registry has never seen, issued by a registered
+    /// family: a new credential of a known device (same UEID, or same chip
+    /// serial in the same family), or a new device.
+    async fn plan_new(
+        &self,
+        leaf: &IssuedCert,
+        family: FamilyRow,
+        serial: String,
+    ) -> Result<Plan, RegistryError> {
+        let same_chip = self.store.devices_by_serial(&serial).await?;
+        if same_chip
+            .iter()
+            .any(|d| d.family_id.as_deref() != Some(family.id.as_str()))
+        {
+            return Err(RegistryError::SerialTaken);
+        }
+        let by_ueid = match leaf.ueid() {
+            Some(u) => self.store.device(&u.to_hex()).await?,
+            None => same_chip.into_iter().next(),
+        };
+        match by_ueid {
+            Some(device) => {
+                if device.family_id.as_deref() != Some(family.id.as_str())
+                    || device.serial != serial
                 {
-                    Ok(id) => id,
-                    // Another replica enrolled it at the same moment.
-                    Err(_) => self
-                        .store
-                        .device_by_fingerprint(&fp)
-                        .await?
-                        .map(|d| d.id)
-                        .ok_or(RegistryError::UnknownCa)?,
-                };
-                self.store
-                    .audit(
-                        Some(&f.tenant_id),
-                        "enroll",
-                        &serial,
-                        "ok",
-                        &format!("through family {}", f.name),
+                    return Err(RegistryError::IdentityTaken);
+                }
+                device_error(&device, None)?;
+                Ok(Plan::NewCredential { device, family })
+            }
+            None => {
+                if self
+                    .store
+                    .devices_by_serial(&serial)
+                    .await?
+                    .iter()
+                    .any(|d| d.family_id.as_deref() == Some(family.id.as_str()))
+                {
+                    // The same chip under a new identity: the old one must
+                    // be decommissioned first.
+                    return Err(RegistryError::IdentityTaken);
+                }
+                Ok(Plan::NewDevice {
+                    id: device_id_of(leaf),
+                    family,
+                    serial,
+                })
+            }
+        }
+    }
+
+    /// Admits a resolved chain whose proof of possession verified:
+    /// enrolls a new device, records a new credential, activates a device
+    /// on its first authentication.
+    pub async fn admit(&self, r: Resolved) -> Result<Authorized, RegistryError> {
+        let Resolved {
+            plan,
+            leaf_der,
+            fingerprint: fp,
+            public_key,
+            not_after,
+            generation,
+        } = r;
+        let (device, credential_id, erase_only, enrolled_now) = match plan {
+            Plan::Cached(a) => return Ok(a),
+            Plan::Known {
+                device,
+                credential,
+                erase_only,
+            } => (device, credential.id, erase_only, false),
+            Plan::NewCredential { device, family } => {
+                let id = self
+                    .store
+                    .add_credential(
+                        &device,
+                        &leaf_der,
+                        &fp,
+                        &public_key,
+                        &format!("family {}", family.name),
                     )
                     .await?;
-                (id, f.tenant_id.clone(), serial, true)
+                self.store
+                    .audit(
+                        Some(&device.tenant_id),
+                        "credential-added",
+                        &device.serial,
+                        "ok",
+                        &format!("device {} credential {id} issued by family {}", device.id, family.name),
+                    )
+                    .await?;
+                (device, id, false, false)
+            }
+            Plan::NewDevice { family, serial, id } => {
+                let mut conn = self.store.pool.acquire().await.map_err(StoreError::from)?;
+                let inserted = Store::insert_device(
+                    &mut conn,
+                    Entry {
+                        tenant: &family.tenant_id,
+                        family_id: Some(&family.id),
+                        state: DeviceState::Active,
+                        enrolled_by: "family",
+                        proof: Proof::Family,
+                        actor: &format!("family {}", family.name),
+                    },
+                    &NewDevice {
+                        id: id.clone(),
+                        serial: &serial,
+                        certificate: &leaf_der,
+                        fingerprint: fp.clone(),
+                        public_key: &public_key,
+                    },
+                )
+                .await;
+                drop(conn);
+                let enrolled_now = inserted.is_ok();
+                if enrolled_now {
+                    self.store
+                        .audit(
+                            Some(&family.tenant_id),
+                            "enroll",
+                            &serial,
+                            "ok",
+                            &format!("device {id} through family {}", family.name),
+                        )
+                        .await?;
+                }
+                // Another replica may have enrolled it at the same moment.
+                let (c, d) = self
+                    .store
+                    .credential_by_fingerprint(&fp)
+                    .await?
+                    .ok_or(RegistryError::UnknownCa)?;
+                (d, c.id, false, enrolled_now)
             }
         };
+        if matches!(
+            device.state,
+            DeviceState::Manufactured | DeviceState::Registered
+        ) {
+            let to = lifecycle::transition(device.state, Action::Activate)?;
+            self.store
+                .set_device_state(
+                    &device,
+                    device.state,
+                    to,
+                    Action::Activate,
+                    "device",
+                    "first authentication",
+                    None,
+                )
+                .await?;
+        }
         let a = Authorized {
-            device_id,
-            tenant_id,
-            serial,
-            public_key: leaf.public_point(),
+            device_id: device.id,
+            credential_id,
+            erase_only,
+            tenant_id: device.tenant_id,
+            serial: device.serial,
+            public_key,
             enrolled_now,
         };
-        if let Ok(mut c) = self.cache.lock() {
-            if (c.epoch, c.local) == generation {
-                c.verified.insert(fp, (a.clone(), leaf.validity().1));
+        if !erase_only {
+            if let Ok(mut c) = self.cache.lock() {
+                if (c.epoch, c.local) == generation {
+                    c.verified.insert(fp, (a.clone(), not_after));
+                }
             }
         }
         Ok(a)
+    }
+
+    /// The tenant a presented chain belongs to, for attributing a refusal:
+    /// the owner of its credential's device, else of its issuing family.
+    pub async fn tenant_of(&self, chain: &[Vec<u8>]) -> Option<String> {
+        let leaf_der = chain.first()?;
+        if let Ok(Some((_, d))) = self
+            .store
+            .credential_by_fingerprint(&fingerprint(leaf_der))
+            .await
+        {
+            return Some(d.tenant_id);
+        }
+        let leaf = IssuedCert::from_der(leaf_der).ok()?;
+        self.family_of(&leaf).await.ok()?.map(|f| f.tenant_id)
+    }
+}
+
+/// The device id a certificate names: its UEID, or a fresh one for a
+/// certificate without.
+pub fn device_id_of(cert: &IssuedCert) -> String {
+    cert.ueid()
+        .unwrap_or_else(inkan_pki::Ueid::random)
+        .to_hex()
+}
+
+/// A unique violation on insert means the device is already registered.
+fn duplicate(err: StoreError) -> RegistryError {
+    match err {
+        StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            RegistryError::Duplicate
+        }
+        other => RegistryError::Store(other),
     }
 }

@@ -45,6 +45,9 @@ pub enum TelemetryError {
     /// No such resource.
     #[error("no resource {0}")]
     NotFound(String),
+    /// A decommissioned device may only fetch its erase order and report.
+    #[error("device decommissioned")]
+    Decommissioned,
     /// Storage failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -179,6 +182,21 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
             i64::from_ne_bytes(ctx.replay.seen.to_ne_bytes()),
         );
         let route = path.join("/");
+        let device = store
+            .device(&s.device_id)
+            .await
+            .map_err(|e| plain(e.into()))?
+            .ok_or(plain(TelemetryError::UnknownSession))?;
+        let decommissioned = device.state == crate::lifecycle::DeviceState::Decommissioned;
+        let command_route =
+            route == inkan_proto::command::NEXT_PATH || route == inkan_proto::command::RESULT_PATH;
+        if decommissioned && !(is_post && command_route) {
+            return Err(refuse(
+                &mut ctx,
+                ResponseType::Forbidden,
+                TelemetryError::Decommissioned,
+            ));
+        }
         if is_post && route == inkan_proto::command::NEXT_PATH {
             if !store
                 .advance_window(&s, window)
@@ -213,9 +231,20 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
                 .finish_command(&s.device_id, &hex::encode(&id), outcome.state(), &detail)
                 .await
                 .map_err(|e| plain(e.into()))?;
+            // The erase order is the only command a decommissioned device
+            // still receives: its success closes the device's life.
+            if changed
+                && decommissioned
+                && outcome == inkan_proto::command::Outcome::Succeeded
+            {
+                store
+                    .erase_confirmed(&device, &detail)
+                    .await
+                    .map_err(|e| plain(e.into()))?;
+            }
             let _ = store
                 .audit(
-                    None,
+                    Some(&device.tenant_id),
                     "command-result",
                     &s.device_id,
                     outcome.state(),
@@ -325,7 +354,7 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
             return Err(refuse(&mut ctx, ResponseType::NotFound, e));
         }
         let (public_key, required) = store
-            .device_signing(&s.device_id)
+            .device_signing(&s)
             .await
             .map_err(|e| plain(e.into()))?;
         let checked = if inkan_proto::telemetry::is_signed(&inner.payload) {

@@ -92,6 +92,7 @@ fn device_pem(serial: &str) -> String {
         organization: "o".into(),
         family: "f".into(),
         key_agreement: true,
+        ueid: None,
     };
     cert::issue_device(&fk, &fam, &dk.public_point(), &profile, &policy)
         .unwrap()

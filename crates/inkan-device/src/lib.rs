@@ -735,6 +735,13 @@ pub const COMMAND_KEY_ZONE: u8 = 2;
 /// new key (SubjectPublicKeyInfo DER), and it is signed by the old one.
 pub const ROTATE_COMMAND_KEY: &str = "rotate-command-key";
 
+/// The action that takes a device out of service for good: the device
+/// destroys its secrets by moving its secure element to the terminated
+/// life-cycle state, in which the chip refuses every command but Echo and
+/// Query (it can never sign again, so never authenticate again, with any
+/// owner).
+pub const DECOMMISSION: &str = inkan_proto::command::DECOMMISSION;
+
 /// Why a device did not run a command.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandRefused {
@@ -759,8 +766,9 @@ fn spki_point(spki: &[u8], zone: u8) -> Result<Vec<u8>, DeviceError> {
 }
 
 /// Has the chip verify a signed command against the command key pinned in
-/// its zone 2, then checks it is for this chip and not expired (`now`:
-/// Unix seconds).
+/// its zone 2, then checks it is for this chip — its serial, its identity
+/// for life (UEID) and the credential in its zone 0 — within the bounded
+/// lifetime and not expired (`now`: Unix seconds).
 pub fn verify_command<T: Transport>(
     driver: &SharedDriver<T>,
     cose: &[u8],
@@ -783,6 +791,28 @@ pub fn verify_command<T: Transport>(
     let serial = hex::encode_upper(d.serial().unwrap_or_default());
     if cmd.device != serial {
         return Err(CommandError::OtherDevice(cmd.device).into());
+    }
+    // Bound to what only this device holds: the certificate in its zone 0
+    // (a chip made elsewhere with the same serial has another) and the
+    // identity that certificate names.
+    let cert = read_der(&mut d, CERT_ZONE)?;
+    let own: [u8; 32] = sha2::Sha256::digest(&cert).into();
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&own[..], &cmd.credential[..])) {
+        return Err(CommandError::OtherCredential.into());
+    }
+    if let Some(u) = inkan_pki::IssuedCert::from_der(&cert)
+        .ok()
+        .and_then(|c| c.ueid())
+    {
+        if u.as_bytes() != cmd.ueid.as_slice() {
+            return Err(CommandError::OtherCredential.into());
+        }
+    }
+    use inkan_proto::command::{MAX_SKEW_SECS, MAX_TTL_SECS};
+    if cmd.expires.saturating_sub(cmd.issued) > MAX_TTL_SECS
+        || cmd.issued > now.saturating_add(MAX_SKEW_SECS)
+    {
+        return Err(CommandError::Lifetime.into());
     }
     if now > cmd.expires {
         return Err(CommandError::Expired.into());
@@ -915,6 +945,8 @@ pub fn poll_and_run<T: Transport>(
     }
     let result = if cmd.action == ROTATE_COMMAND_KEY {
         rotate_command_key(driver, &cmd.args)
+    } else if cmd.action == DECOMMISSION {
+        erase_secrets(driver)
     } else {
         actuator(&cmd)
     };
@@ -924,6 +956,21 @@ pub fn poll_and_run<T: Transport>(
     };
     uplink.report(&cmd.id, outcome, &detail)?;
     Ok(Polled::Ran(cmd, outcome, detail))
+}
+
+/// Moves the chip to its terminated life-cycle state (needs the host
+/// session the device runs in), then checks it no longer signs.
+pub fn erase_secrets<T: Transport>(driver: &SharedDriver<T>) -> Result<String, String> {
+    use inkan_se::wire::codes::life_cycle;
+    let mut d = driver
+        .lock()
+        .map_err(|_| "driver lock poisoned".to_string())?;
+    d.set_life_cycle(life_cycle::TERMINATED)
+        .map_err(|e| format!("terminating the chip: {e}"))?;
+    if d.sign(0, &[0u8; 32]).is_ok() {
+        return Err("the chip still signs after termination".into());
+    }
+    Ok("secrets destroyed: the secure element is terminated and refuses to sign".into())
 }
 
 /// Writes the new command key (SPKI) into zone 2, read back.

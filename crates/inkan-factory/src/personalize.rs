@@ -499,6 +499,7 @@ impl<'f> Personalizer<'f> {
                     organization: self.factory.config.organization.clone(),
                     family: self.family.name.clone(),
                     key_agreement: self.family.key_agreement,
+                    ueid: Some(inkan_pki::Ueid::random()),
                 };
                 let c = cert::issue_device(
                     &*self.family_key,
@@ -669,12 +670,17 @@ impl<'f> Personalizer<'f> {
                 path: self.dir.join("journal.jsonl"),
                 reason: e.to_string(),
             };
+            let certificate = hex::decode(certificate).map_err(bad)?;
+            let ueid = IssuedCert::from_der(&certificate)?
+                .ueid()
+                .map(|u| u.as_bytes().to_vec().into());
             entries.push(ManifestEntry {
                 serial: serial.clone(),
-                certificate: hex::decode(certificate).map_err(bad)?.into(),
+                certificate: certificate.into(),
                 public_key: hex::decode(public_key).map_err(bad)?.into(),
                 family: self.family.name.clone(),
                 time: *time,
+                ueid,
             });
         }
         let m = Manifest {

@@ -62,6 +62,9 @@ pub struct DeviceProfile {
     pub family: String,
     /// Add keyAgreement to the key usage (the key also does ECDH).
     pub key_agreement: bool,
+    /// The device's identity for life, carried in the subjectAltName
+    /// (see [`crate::ueid`]).
+    pub ueid: Option<crate::Ueid>,
 }
 
 /// A certificate and its DER.
@@ -146,6 +149,24 @@ impl IssuedCert {
     /// The subject's serialNumber attribute, if any.
     pub fn subject_serial_number(&self) -> Option<String> {
         attribute(&self.cert.tbs_certificate.subject, rfc4519::SERIAL_NUMBER)
+    }
+
+    /// The UEID a DevID certificate carries in its subjectAltName, if any
+    /// (see [`crate::ueid`]). A malformed one reads as none.
+    pub fn ueid(&self) -> Option<crate::Ueid> {
+        use x509_cert::ext::pkix::name::GeneralName;
+        let (_, san) = self
+            .cert
+            .tbs_certificate
+            .get::<x509_cert::ext::pkix::SubjectAltName>()
+            .ok()??;
+        san.0.iter().find_map(|g| match g {
+            GeneralName::OtherName(o) if o.type_id == ID_ON_HARDWARE_MODULE_NAME => {
+                let v = o.value.to_der().ok()?;
+                hardware_module_ueid(&v)
+            }
+            _ => None,
+        })
     }
 
     /// The subject's OU attribute (the family name in device certificates).
@@ -288,6 +309,45 @@ fn spki(point: &[u8]) -> Result<SubjectPublicKeyInfoOwned, PkiError> {
         subject_public_key: BitString::from_bytes(point)
             .map_err(|e| PkiError::encode("SPKI", e))?,
     })
+}
+
+/// id-on-hardwareModuleName (RFC 4108).
+pub const ID_ON_HARDWARE_MODULE_NAME: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.4");
+
+/// Length of the UEID hwType OID's content octets.
+const HW_TYPE_LEN: u8 = 20;
+
+/// The DER of `HardwareModuleName ::= SEQUENCE { hwType OBJECT IDENTIFIER,
+/// hwSerialNum OCTET STRING }` naming a UEID.
+fn hardware_module_name(ueid: &crate::Ueid) -> Result<Any, PkiError> {
+    let oid = crate::ueid::HW_TYPE_UEID;
+    let serial = OctetString::new(ueid.as_bytes())
+        .and_then(|o| o.to_der())
+        .map_err(|e| PkiError::encode("hwSerialNum", e))?;
+    let mut body = vec![0x06, HW_TYPE_LEN];
+    body.extend_from_slice(&oid);
+    body.extend_from_slice(&serial);
+    let mut seq = vec![0x30];
+    der::Length::try_from(body.len())
+        .and_then(|l| l.encode_to_vec(&mut seq))
+        .map_err(|e| PkiError::encode("HardwareModuleName", e))?;
+    seq.extend_from_slice(&body);
+    Any::from_der(&seq).map_err(|e| PkiError::encode("HardwareModuleName", e))
+}
+
+/// The UEID in a HardwareModuleName's DER, if its hwType is the UEID type.
+fn hardware_module_ueid(der: &[u8]) -> Option<crate::Ueid> {
+    let any = Any::from_der(der).ok()?;
+    if der::Tagged::tag(&any) != der::Tag::Sequence {
+        return None;
+    }
+    let body = any.value();
+    let oid = crate::ueid::HW_TYPE_UEID;
+    let rest = body.strip_prefix(&[0x06, HW_TYPE_LEN][..])?;
+    let rest = rest.strip_prefix(&oid[..])?;
+    let serial = OctetString::from_der(rest).ok()?;
+    crate::Ueid::from_bytes(serial.as_bytes()).ok()
 }
 
 fn ext<T: AssociatedOid + Encode>(critical: bool, value: &T) -> Result<Extension, PkiError> {
@@ -515,12 +575,27 @@ pub fn issue_device(
             not_before: nb,
             not_after: na,
             point: device_point.to_vec(),
-            extensions: vec![
-                ext(true, &KeyUsage(ku))?,
-                ext(false, &ExtendedKeyUsage(vec![ID_KP_CLIENT_AUTH]))?,
-                ski(device_point)?,
-                aki(family_ca)?,
-            ],
+            extensions: {
+                let mut e = vec![
+                    ext(true, &KeyUsage(ku))?,
+                    ext(false, &ExtendedKeyUsage(vec![ID_KP_CLIENT_AUTH]))?,
+                    ski(device_point)?,
+                    aki(family_ca)?,
+                ];
+                if let Some(u) = &profile.ueid {
+                    use x509_cert::ext::pkix::name::{GeneralName, OtherName};
+                    e.push(ext(
+                        false,
+                        &x509_cert::ext::pkix::SubjectAltName(vec![GeneralName::OtherName(
+                            OtherName {
+                                type_id: ID_ON_HARDWARE_MODULE_NAME,
+                                value: hardware_module_name(u)?,
+                            },
+                        )]),
+                    )?);
+                }
+                e
+            },
         },
         family_signer,
     )

@@ -7,11 +7,13 @@ pub mod firmware;
 pub mod manifest;
 pub mod pkcs11;
 pub mod signer;
+pub mod ueid;
 pub mod validate;
 
 pub use cert::{CertPolicy, DeviceProfile, IssuedCert};
 pub use error::PkiError;
 pub use signer::{CaSigner, KeyCurve, SoftwareKey};
+pub use ueid::Ueid;
 pub use validate::{DeviceValidator, ValidatedDevice, ValidationError};
 
 /// PEM-encodes DER under a label.

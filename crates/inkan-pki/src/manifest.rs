@@ -31,6 +31,10 @@ pub struct ManifestEntry {
     pub family: String,
     /// When the chip was personalized (seconds since the Unix epoch).
     pub time: u64,
+    /// The device's identity for life (RFC 9711 UEID), fixed at
+    /// personalization; the certificate carries it too.
+    #[serde(default)]
+    pub ueid: Option<ByteBuf>,
 }
 
 /// A batch manifest.

@@ -52,6 +52,7 @@ fn chain_of(org: &str, curve: KeyCurve, key_agreement: bool) -> Chain {
         organization: org.into(),
         family: "thermo".into(),
         key_agreement,
+        ueid: Some(inkan_pki::Ueid::random()),
     };
     let device = cert::issue_device(
         &family_key,
@@ -101,6 +102,11 @@ fn issued_chains_pass_webpki_openssl_and_pkilint() {
         (KeyCurve::P384, true),
     ] {
         let c = chain(curve, ka);
+        // The identity for life travels in the subjectAltName.
+        let ueid = c.device.ueid().expect("the device certificate names its UEID");
+        assert_eq!(ueid.as_bytes().len(), 17);
+        assert_eq!(ueid.as_bytes()[0], inkan_pki::ueid::TYPE_RAND);
+        assert!(c.family.ueid().is_none());
         let v = DeviceValidator::new(&[c.root.der.clone()], RequiredEku::ClientAuth).unwrap();
         let ok = v
             .validate(&c.device.der, &[c.family.der.clone()], SystemTime::now())
@@ -235,6 +241,7 @@ fn attacks_on_validation_fail_with_their_specific_error() {
             organization: "o".into(),
             family: "thermo".into(),
             key_agreement: false,
+            ueid: None,
         },
         &CertPolicy::default(),
     )
@@ -251,7 +258,8 @@ fn attacks_on_validation_fail_with_their_specific_error() {
                 serial: "01".into(),
                 organization: "o".into(),
                 family: "f".into(),
-                key_agreement: false
+                key_agreement: false,
+                ueid: None
             },
             &CertPolicy::default()
         ),
@@ -346,6 +354,7 @@ fn issuing_needs_a_valid_ca_and_its_own_key() {
         organization: "o".into(),
         family: "f".into(),
         key_agreement: false,
+        ueid: None,
     };
     assert!(matches!(
         cert::issue_device(&wrong, &c.family, &wrong.public_point(), &profile, &policy),

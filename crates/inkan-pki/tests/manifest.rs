@@ -46,6 +46,7 @@ fn setup() -> (
                 public_key: ByteBuf::from(vec![4; 65]),
                 family: "thermo".into(),
                 time: 1_700_000_000 + u64::from(i),
+                ueid: Some(ByteBuf::from(vec![1; 17])),
             })
             .collect(),
     };

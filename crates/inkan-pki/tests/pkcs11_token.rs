@@ -69,6 +69,7 @@ fn token_held_ca_keys_issue_valid_chains() {
         organization: "inkan token test".into(),
         family: "thermo".into(),
         key_agreement: true,
+        ueid: None,
     };
     let device = cert::issue_device(
         &reopened,

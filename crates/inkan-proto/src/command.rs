@@ -12,6 +12,18 @@ pub const NEXT_PATH: &str = "commands/next";
 /// The resource a device reports a command's outcome to.
 pub const RESULT_PATH: &str = "commands/result";
 
+/// The action that takes a device out of service for good: it destroys the
+/// secrets in its secure component.
+pub const DECOMMISSION: &str = "decommission";
+
+/// The longest a command may stay valid: a device refuses one whose
+/// expiry is further than this from its issue time, and the cloud never
+/// signs one.
+pub const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// How far in the future a command's issue time may lie (clock skew).
+pub const MAX_SKEW_SECS: u64 = 300;
+
 /// A command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
@@ -19,6 +31,12 @@ pub struct Command {
     pub id: [u8; 16],
     /// The chip serial of the device it is for.
     pub device: String,
+    /// The device's identity for life (its UEID, or the cloud's id of a
+    /// device without one).
+    pub ueid: Vec<u8>,
+    /// SHA-256 of the device certificate (the credential) it is bound to:
+    /// what only that device holds in its secure element's zone 0.
+    pub credential: [u8; 32],
     /// What to do.
     pub action: String,
     /// Arguments, opaque to the cloud.
@@ -44,6 +62,12 @@ pub enum CommandError {
     /// For another device.
     #[error("command addressed to another device ({0})")]
     OtherDevice(String),
+    /// Bound to another device identity or credential.
+    #[error("command bound to another device identity or credential")]
+    OtherCredential,
+    /// Valid for longer than [`MAX_TTL_SECS`], or issued in the future.
+    #[error("command lifetime out of bounds")]
+    Lifetime,
     /// Past its expiry.
     #[error("command expired")]
     Expired,
@@ -55,9 +79,11 @@ pub enum CommandError {
 impl Command {
     fn payload(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(64 + self.args.len());
-        cbor::array(&mut v, 6);
+        cbor::array(&mut v, 8);
         cbor::bstr(&mut v, &self.id);
         cbor::tstr(&mut v, &self.device);
+        cbor::bstr(&mut v, &self.ueid);
+        cbor::bstr(&mut v, &self.credential);
         cbor::tstr(&mut v, &self.action);
         cbor::bstr(&mut v, &self.args);
         cbor::int(&mut v, i64::try_from(self.issued).unwrap_or(i64::MAX));
@@ -68,9 +94,9 @@ impl Command {
     fn from_payload(b: &[u8]) -> Result<Command, CommandError> {
         let bad = |e: &dyn std::fmt::Display| CommandError::Malformed(e.to_string());
         let mut d = Decoder::new(b);
-        if d.array().map_err(|e| bad(&e))? != 6 {
+        if d.array().map_err(|e| bad(&e))? != 8 {
             return Err(CommandError::Malformed(
-                "payload is not a 6-element array".into(),
+                "payload is not an 8-element array".into(),
             ));
         }
         let id: [u8; 16] = d
@@ -82,6 +108,12 @@ impl Command {
             String::from_utf8(d.tstr().map_err(|e| bad(&e))?.to_vec()).map_err(|e| bad(&e))
         };
         let device = text(&mut d)?;
+        let ueid = d.bstr().map_err(|e| bad(&e))?.to_vec();
+        let credential: [u8; 32] = d
+            .bstr()
+            .map_err(|e| bad(&e))?
+            .try_into()
+            .map_err(|_| CommandError::Malformed("credential is not 32 bytes".into()))?;
         let action = text(&mut d)?;
         let args = d.bstr().map_err(|e| bad(&e))?.to_vec();
         let time = |d: &mut Decoder<'_>| -> Result<u64, CommandError> {
@@ -96,6 +128,8 @@ impl Command {
         Ok(Command {
             id,
             device,
+            ueid,
+            credential,
             action,
             args,
             issued,
@@ -214,6 +248,8 @@ mod tests {
         let c = Command {
             id: [7; 16],
             device: "0A1B".into(),
+            ueid: vec![1; 17],
+            credential: [3; 32],
             action: "open".into(),
             args: vec![1, 2],
             issued: 10,

@@ -6,3 +6,4 @@ pub mod command;
 pub mod edhoc;
 pub mod oscore;
 pub mod telemetry;
+pub mod transfer;

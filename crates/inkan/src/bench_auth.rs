@@ -376,6 +376,7 @@ fn manifest_import(
             organization: "bench".into(),
             family: "bench".into(),
             key_agreement: true,
+            ueid: Some(inkan_pki::Ueid::random()),
         };
         let c = inkan_pki::cert::issue_device(
             &*fam_key,
@@ -384,12 +385,14 @@ fn manifest_import(
             &profile,
             &CertPolicy::default(),
         )?;
+        let ueid = c.ueid().map(|u| u.as_bytes().to_vec().into());
         entries.push(ManifestEntry {
             serial,
             certificate: c.der.into(),
             public_key: point.clone().into(),
             family: "bench".into(),
             time: 0,
+            ueid,
         });
     }
     let m = Manifest {

@@ -361,6 +361,7 @@ fn factory_chapter(dir: &std::path::Path, n: &mut u32) -> Result<(inkan_factory:
             organization: "inkan demo devices".into(),
             family: "thermo".into(),
             key_agreement: true,
+            ueid: None,
         },
         &CertPolicy::default(),
     )?;

@@ -123,6 +123,7 @@ fn serve_signs_commands_with_a_token_key() {
             organization: "o".into(),
             family: "fam".into(),
             key_agreement: false,
+            ueid: None,
         },
         &Default::default(),
     )

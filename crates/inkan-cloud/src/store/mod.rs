@@ -2,6 +2,12 @@
 //! `postgres://` URL. Both run the same migrations and the same queries
 //! (sqlx's Any driver, `$n` placeholders, portable types).
 
+mod devices;
+
+pub use devices::{
+    CredentialRow, Decommission, DeviceRow, Entry, Event, HistoryEntry, NewDevice, TransferRecord,
+};
+
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::AnyPool;
 use sqlx::Row;
@@ -97,6 +103,7 @@ enum Append {
     Session {
         id: String,
         device_id: String,
+        credential_id: String,
         c_i: String,
         c_r: String,
         created: i64,
@@ -173,8 +180,8 @@ async fn append_rows(pool: &AnyPool, rows: &[Append]) -> Result<(), StoreError> 
         let chunk = &sessions[at..at + size];
         at += size;
         let sql = multi_insert(
-            "INSERT INTO sessions (id, device_id, c_i, c_r, created, oscore, expires) VALUES ",
-            7,
+            "INSERT INTO sessions (id, device_id, credential_id, c_i, c_r, created, oscore, expires) VALUES ",
+            8,
             size,
         );
         let mut q = sqlx::query(&sql);
@@ -185,6 +192,7 @@ async fn append_rows(pool: &AnyPool, rows: &[Append]) -> Result<(), StoreError> 
             if let Append::Session {
                 id,
                 device_id,
+                credential_id,
                 c_i,
                 c_r,
                 created,
@@ -195,6 +203,7 @@ async fn append_rows(pool: &AnyPool, rows: &[Append]) -> Result<(), StoreError> 
                 q = q
                     .bind(id)
                     .bind(device_id)
+                    .bind(credential_id)
                     .bind(c_i)
                     .bind(c_r)
                     .bind(*created)
@@ -272,38 +281,6 @@ fn multi_insert(head: &str, cols: usize, rows: usize) -> String {
     sql
 }
 
-/// A device row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceRow {
-    /// Identifier.
-    pub id: String,
-    /// Tenant.
-    pub tenant_id: String,
-    /// Chip serial.
-    pub serial: String,
-    /// Family, when known.
-    pub family_id: Option<String>,
-    /// Certificate DER.
-    pub certificate: Vec<u8>,
-    /// Status: active, suspended, revoked.
-    pub status: String,
-    /// individual, manifest or family.
-    pub enrolled_by: String,
-}
-
-/// A device to insert in bulk.
-#[derive(Clone, Debug)]
-pub struct NewDevice<'a> {
-    /// Chip serial.
-    pub serial: &'a str,
-    /// Certificate DER.
-    pub certificate: &'a [u8],
-    /// Its fingerprint.
-    pub fingerprint: String,
-    /// The public key (SEC1).
-    pub public_key: &'a [u8],
-}
-
 /// An entry of a family's revocation list.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RevocationRow {
@@ -328,20 +305,8 @@ pub struct FamilyRow {
     pub name: String,
     /// Certificate DER.
     pub certificate: Vec<u8>,
-    /// Status: active, suspended, revoked.
-    pub status: String,
-}
-
-fn device(r: &AnyRow) -> Result<DeviceRow, StoreError> {
-    Ok(DeviceRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        serial: r.try_get("serial")?,
-        family_id: r.try_get("family_id")?,
-        certificate: r.try_get("certificate")?,
-        status: r.try_get("status")?,
-        enrolled_by: r.try_get("enrolled_by")?,
-    })
+    /// State.
+    pub state: crate::lifecycle::FamilyState,
 }
 
 fn family(r: &AnyRow) -> Result<FamilyRow, StoreError> {
@@ -350,11 +315,13 @@ fn family(r: &AnyRow) -> Result<FamilyRow, StoreError> {
         tenant_id: r.try_get("tenant_id")?,
         name: r.try_get("name")?,
         certificate: r.try_get("certificate")?,
-        status: r.try_get("status")?,
+        state: {
+            let s: String = r.try_get("status")?;
+            crate::lifecycle::FamilyState::parse(&s)
+                .ok_or_else(|| StoreError::Corrupt(format!("family state {s:?}")))?
+        },
     })
 }
-
-const DEVICE_COLS: &str = "id, tenant_id, serial, family_id, certificate, status, enrolled_by";
 
 impl Store {
     /// Opens (creating) the store and runs the migrations. `url` is a
@@ -451,6 +418,37 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(id)
+    }
+
+    /// A tenant's id by its name.
+    pub async fn tenant_by_name(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query("SELECT id FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("id"))
+            .transpose()?)
+    }
+
+    /// A tenant's name by its id.
+    pub async fn tenant_name(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query("SELECT name FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("name"))
+            .transpose()?)
+    }
+
+    /// A family by id.
+    pub async fn family(&self, id: &str) -> Result<Option<FamilyRow>, StoreError> {
+        let r = sqlx::query(
+            "SELECT id, tenant_id, name, certificate, status FROM families WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(family).transpose()
     }
 
     /// Appends an audit entry.
@@ -556,162 +554,6 @@ impl Store {
         r.as_ref().map(family).transpose()
     }
 
-    /// A device by its certificate fingerprint.
-    pub async fn device_by_fingerprint(&self, fp: &str) -> Result<Option<DeviceRow>, StoreError> {
-        let r = sqlx::query(&format!(
-            "SELECT {DEVICE_COLS} FROM devices WHERE fingerprint = $1"
-        ))
-        .bind(fp)
-        .fetch_optional(&self.pool)
-        .await?;
-        r.as_ref().map(device).transpose()
-    }
-
-    /// The one device whose certificate fingerprint starts with `prefix`
-    /// (hex), as an x5t (SHA-256/64) names it; None if none or several.
-    pub async fn device_by_fingerprint_prefix(
-        &self,
-        prefix: &str,
-    ) -> Result<Option<DeviceRow>, StoreError> {
-        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(None);
-        }
-        let rows = sqlx::query(&format!(
-            "SELECT {DEVICE_COLS} FROM devices WHERE fingerprint LIKE $1 LIMIT 2"
-        ))
-        .bind(format!("{}%", prefix.to_ascii_lowercase()))
-        .fetch_all(&self.pool)
-        .await?;
-        match rows.as_slice() {
-            [one] => Ok(Some(device(one)?)),
-            _ => Ok(None),
-        }
-    }
-
-    /// A device by id.
-    pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
-        let r = sqlx::query(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref().map(device).transpose()
-    }
-
-    /// Number of device rows.
-    pub async fn device_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM devices")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
-    }
-
-    /// Inserts many devices of one tenant and family with multi-row
-    /// INSERTs of up to 100 rows (in the caller's transaction).
-    pub async fn insert_devices(
-        conn: &mut sqlx::AnyConnection,
-        tenant: &str,
-        family_id: Option<&str>,
-        enrolled_by: &str,
-        devices: &[NewDevice<'_>],
-    ) -> Result<(), StoreError> {
-        let t = now();
-        for chunk in devices.chunks(100) {
-            let sql = multi_insert(
-                "INSERT INTO devices (id, tenant_id, serial, family_id, certificate, fingerprint, public_key, status, enrolled_by, created) VALUES ",
-                10,
-                chunk.len(),
-            );
-            let mut q = sqlx::query(&sql);
-            for d in chunk {
-                q = q
-                    .bind(new_id())
-                    .bind(tenant)
-                    .bind(d.serial)
-                    .bind(family_id.map(str::to_string))
-                    .bind(d.certificate.to_vec())
-                    .bind(d.fingerprint.clone())
-                    .bind(d.public_key.to_vec())
-                    .bind("active")
-                    .bind(enrolled_by)
-                    .bind(t);
-            }
-            q.execute(&mut *conn).await?;
-        }
-        Ok(())
-    }
-
-    /// Inserts a device.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn insert_device<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
-        exec: E,
-        tenant: &str,
-        serial: &str,
-        family_id: Option<&str>,
-        cert: &[u8],
-        fingerprint: &str,
-        public_key: &[u8],
-        enrolled_by: &str,
-    ) -> Result<String, StoreError> {
-        let id = new_id();
-        sqlx::query(
-            "INSERT INTO devices (id, tenant_id, serial, family_id, certificate, fingerprint, public_key, status, enrolled_by, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9)",
-        )
-        .bind(&id)
-        .bind(tenant)
-        .bind(serial)
-        .bind(family_id.map(str::to_string))
-        .bind(cert.to_vec())
-        .bind(fingerprint)
-        .bind(public_key.to_vec())
-        .bind(enrolled_by)
-        .bind(now())
-        .execute(exec)
-        .await?;
-        Ok(id)
-    }
-
-    /// Sets a device's status and bumps the revocation epoch. Suspension
-    /// and revocation end its sessions; a revocation also enters the
-    /// family's revocation list (`cert_serial`: the certificate's serial
-    /// number, hex).
-    pub async fn set_device_status(&self, id: &str, status: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("UPDATE devices SET status = $1 WHERE id = $2")
-            .bind(status)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if status != "active" {
-            sqlx::query("UPDATE sessions SET ended = $1 WHERE device_id = $2 AND ended IS NULL")
-                .bind(now())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if status == "revoked" {
-            let row =
-                sqlx::query("SELECT family_id, serial, certificate FROM devices WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(r) = row {
-                let family: Option<String> = r.try_get("family_id")?;
-                let cert: Vec<u8> = r.try_get("certificate")?;
-                let serial: String = r.try_get("serial")?;
-                if let (Some(f), Ok(c)) = (family, inkan_pki::IssuedCert::from_der(&cert)) {
-                    Self::add_revocation(&mut *tx, &f, &c.serial_hex(), Some(&serial), "operator")
-                        .await?;
-                }
-            }
-        }
-        Self::bump_epoch_in(&mut *tx).await?;
-        tx.commit().await?;
-        self.changed_here();
-        Ok(n > 0)
-    }
-
     /// Adds an entry to a family's revocation list (kept if already there).
     pub async fn add_revocation<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
         exec: E,
@@ -782,8 +624,11 @@ impl Store {
         }
         let listed: std::collections::HashSet<&str> =
             cert_serials.iter().map(String::as_str).collect();
+        // Every credential of the family's devices not yet revoked: a
+        // listed one is revoked, and its device with it.
         let rows = sqlx::query(
-            "SELECT id, serial, certificate FROM devices WHERE family_id = $1 AND status <> 'revoked'",
+            "SELECT c.id AS credential_id, c.certificate, d.id, d.serial, d.tenant_id, d.status FROM credentials c \
+             JOIN devices d ON d.id = c.device_id WHERE d.family_id = $1 AND c.state <> 'revoked'",
         )
         .bind(family_id)
         .fetch_all(&mut *tx)
@@ -800,10 +645,38 @@ impl Store {
             }
             let id: String = r.try_get("id")?;
             let serial: String = r.try_get("serial")?;
-            sqlx::query("UPDATE devices SET status = 'revoked' WHERE id = $1")
-                .bind(&id)
+            let tenant: String = r.try_get("tenant_id")?;
+            let status: String = r.try_get("status")?;
+            let credential_id: String = r.try_get("credential_id")?;
+            sqlx::query("UPDATE credentials SET state = 'revoked', changed = $1 WHERE id = $2")
+                .bind(now())
+                .bind(&credential_id)
                 .execute(&mut *tx)
                 .await?;
+            let from = crate::lifecycle::DeviceState::parse(&status);
+            let to = from.and_then(|f| {
+                crate::lifecycle::transition(f, crate::lifecycle::Action::Revoke).ok()
+            });
+            if let Some(to) = to {
+                sqlx::query("UPDATE devices SET status = $1 WHERE id = $2")
+                    .bind(to.as_str())
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Self::record_event(
+                &mut tx,
+                &id,
+                &tenant,
+                Event {
+                    kind: crate::lifecycle::Action::Revoke.as_str(),
+                    from: to.and(from),
+                    to,
+                    actor: &source,
+                    reason: &format!("credential {credential_id} listed by the family CRL"),
+                },
+            )
+            .await?;
             sqlx::query("UPDATE sessions SET ended = $1 WHERE device_id = $2 AND ended IS NULL")
                 .bind(now())
                 .bind(&id)
@@ -832,15 +705,19 @@ impl Store {
 
     /// Sets a family's status and bumps the revocation epoch. Suspension
     /// and revocation end the sessions of all its devices.
-    pub async fn set_family_status(&self, id: &str, status: &str) -> Result<bool, StoreError> {
+    pub async fn set_family_state(
+        &self,
+        id: &str,
+        state: crate::lifecycle::FamilyState,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query("UPDATE families SET status = $1 WHERE id = $2")
-            .bind(status)
+            .bind(state.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if status != "active" {
+        if state != crate::lifecycle::FamilyState::Active {
             sqlx::query(
                 "UPDATE sessions SET ended = $1 WHERE ended IS NULL AND device_id IN (SELECT id FROM devices WHERE family_id = $2)",
             )
@@ -1194,6 +1071,7 @@ impl Store {
     pub async fn insert_session(
         &self,
         device_id: &str,
+        credential_id: &str,
         c_i: &str,
         c_r: &str,
         oscore: Option<&[u8]>,
@@ -1204,6 +1082,7 @@ impl Store {
         self.append(Append::Session {
             id: id.clone(),
             device_id: device_id.to_string(),
+            credential_id: credential_id.to_string(),
             c_i: c_i.to_string(),
             c_r: c_r.to_string(),
             created: t,
@@ -1218,7 +1097,7 @@ impl Store {
     /// `c_r` (hex).
     pub async fn session_by_c_r(&self, c_r: &str) -> Result<Option<SessionRow>, StoreError> {
         let r = sqlx::query(
-            "SELECT id, device_id, c_i, c_r, oscore, expires, ended, replay_high, replay_bits \
+            "SELECT id, device_id, credential_id, c_i, c_r, oscore, expires, ended, replay_high, replay_bits \
              FROM sessions WHERE c_r = $1 ORDER BY created DESC LIMIT 1",
         )
         .bind(c_r)
@@ -1228,6 +1107,7 @@ impl Store {
         Ok(Some(SessionRow {
             id: r.try_get("id")?,
             device_id: r.try_get("device_id")?,
+            credential_id: r.try_get("credential_id")?,
             c_i: r.try_get("c_i")?,
             c_r: r.try_get("c_r")?,
             oscore: r.try_get("oscore")?,
@@ -1330,38 +1210,6 @@ impl Store {
         Ok(())
     }
 
-    /// The active devices of a family in a tenant.
-    pub async fn devices_of_family(
-        &self,
-        tenant_id: &str,
-        family_id: &str,
-    ) -> Result<Vec<DeviceRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DEVICE_COLS} FROM devices WHERE tenant_id = $1 AND family_id = $2 AND status = 'active' ORDER BY serial"
-        ))
-        .bind(tenant_id)
-        .bind(family_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(device).collect()
-    }
-
-    /// A device's public key and whether its family requires signed
-    /// readings.
-    pub async fn device_signing(&self, device_id: &str) -> Result<(Vec<u8>, bool), StoreError> {
-        let r = sqlx::query(
-            "SELECT d.public_key, COALESCE(f.signed_readings, 0) AS required FROM devices d \
-             LEFT JOIN families f ON f.id = d.family_id WHERE d.id = $1",
-        )
-        .bind(device_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((
-            r.try_get("public_key")?,
-            r.try_get::<i64, _>("required")? != 0,
-        ))
-    }
-
     /// Requires (or not) the readings of a family's devices to be signed
     /// by their secure elements.
     pub async fn set_signed_readings(
@@ -1391,6 +1239,20 @@ impl Store {
         cose: &[u8],
         expires: i64,
     ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::queue_command(&mut conn, id, tenant_id, device_id, action, cose, expires).await
+    }
+
+    /// Queues a command (in the caller's transaction or connection).
+    pub(crate) async fn queue_command(
+        conn: &mut sqlx::AnyConnection,
+        id: &str,
+        tenant_id: &str,
+        device_id: &str,
+        action: &str,
+        cose: &[u8],
+        expires: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO commands (id, tenant_id, device_id, action, cose, state, created, expires) \
              VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7)",
@@ -1402,7 +1264,7 @@ impl Store {
         .bind(cose.to_vec())
         .bind(now_nanos())
         .bind(expires)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
@@ -1638,6 +1500,8 @@ pub struct SessionRow {
     pub id: String,
     /// The device.
     pub device_id: String,
+    /// The credential it authenticated with.
+    pub credential_id: Option<String>,
     /// C_I (hex): the device's OSCORE Recipient ID, the cloud's Sender ID.
     pub c_i: String,
     /// C_R (hex): the device's OSCORE Sender ID (the kid of its requests).
