@@ -32,6 +32,33 @@ async fn owned(
         .ok_or(RegistryError::UnknownDevice)
 }
 
+/// A lifecycle action by the device's own tenant, for tools and tests
+/// that act as its operator.
+pub async fn act_as_owner(
+    app: &AuthService,
+    device_id: &str,
+    action: Action,
+    who: &str,
+) -> Result<DeviceRow, RegistryError> {
+    let d = app
+        .registry
+        .store
+        .device(device_id)
+        .await?
+        .ok_or(RegistryError::UnknownDevice)?;
+    act(
+        app,
+        Actor {
+            tenant_id: &d.tenant_id,
+            who,
+        },
+        device_id,
+        action,
+        "operator request",
+    )
+    .await
+}
+
 /// An operator's lifecycle action on a device: claim, suspend, resume or
 /// revoke (activation is the device's own first authentication;
 /// decommissioning and transfers have their own calls).

@@ -89,20 +89,20 @@ fn suspension_revocation_and_the_most_specific_entry(db: Db) {
             .unwrap()
     });
     // Suspended inside an active family: out. Reinstated: in.
-    rt.block_on(store.set_device_status(&dev.id, "suspended"))
+    rt.block_on(inkan_cloud::devices::act_as_owner(&auth, &dev.id, inkan_cloud::lifecycle::Action::Suspend, "test operator"))
         .unwrap();
     refused_with(connect(driver(&w, 0), addr, quick()), "device suspended");
-    rt.block_on(store.set_device_status(&dev.id, "active"))
+    rt.block_on(inkan_cloud::devices::act_as_owner(&auth, &dev.id, inkan_cloud::lifecycle::Action::Resume, "test operator"))
         .unwrap();
     connect(driver(&w, 0), addr, quick()).unwrap();
     // Revoked: out, and its sessions are ended.
-    rt.block_on(store.set_device_status(&dev.id, "revoked"))
+    rt.block_on(inkan_cloud::devices::act_as_owner(&auth, &dev.id, inkan_cloud::lifecycle::Action::Revoke, "test operator"))
         .unwrap();
     refused_with(connect(driver(&w, 0), addr, quick()), "device revoked");
     // The other device of the family is unaffected...
     connect(driver(&w, 1), addr, quick()).unwrap();
     // ...until the family is revoked: then every device is out.
-    rt.block_on(store.set_family_status(&fam_id, "revoked"))
+    rt.block_on(store.set_family_state(&fam_id, inkan_cloud::lifecycle::FamilyState::Revoked))
         .unwrap();
     refused_with(connect(driver(&w, 1), addr, quick()), "family revoked");
 }
@@ -336,7 +336,8 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
     ));
     let root = w.factory.root().unwrap();
 
-    // Bulk import: the batch manifest, verified before anything is written.
+    // Bulk import: the batch manifest, verified before anything is
+    // written, and only into the tenant that owns (proved) the family.
     let p = Personalizer::open(
         &w.factory,
         "thermo",
@@ -357,6 +358,14 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
         rt.block_on(reg.import_manifest(&a, &tampered, &root.der)),
         Err(RegistryError::Manifest(_))
     ));
+    // A manifest is public data: without the family registered with proof
+    // of possession, importing it claims nothing.
+    assert!(matches!(
+        rt.block_on(reg.import_manifest(&a, &bytes, &root.der)),
+        Err(RegistryError::UnprovenIssuer)
+    ));
+    assert_eq!(rt.block_on(reg.store.device_count()).unwrap(), 0);
+    rt.block_on(register_family(&w, reg, &a, "thermo"));
     assert_eq!(
         rt.block_on(reg.store.device_count()).unwrap(),
         0,
@@ -371,7 +380,7 @@ fn registration_needs_proof_of_possession_and_manifests_are_verified(db: Db) {
     // Importing it twice fails as a whole (one transaction), nothing duplicated.
     assert!(matches!(
         rt.block_on(reg.import_manifest(&a, &bytes, &root.der)),
-        Err(RegistryError::Duplicate(_))
+        Err(RegistryError::Duplicate)
     ));
     assert_eq!(rt.block_on(reg.store.device_count()).unwrap(), 2);
     // A device certificate offered as a family is not a CA.
@@ -527,7 +536,7 @@ fn two_replicas_share_one_postgres() {
         )
         .unwrap()
         .unwrap();
-    rt.block_on(a.registry.store.set_device_status(&row.id, "revoked"))
+    rt.block_on(inkan_cloud::devices::act_as_owner(&a, &row.id, inkan_cloud::lifecycle::Action::Revoke, "test operator"))
         .unwrap();
     let revoked_at = std::time::Instant::now();
     // A, where the revocation was made, refuses at once.
@@ -573,7 +582,7 @@ fn a_family_of_tenant_a_cannot_be_claimed_by_tenant_b(db: Db) {
     let sig_b = inkan_pki::signer::sign_raw(&*key, &pop_challenge(&b, &fam.der)).unwrap();
     assert!(matches!(
         rt.block_on(reg.register_family(&b, "mine", &fam.der, &sig_b)),
-        Err(RegistryError::Duplicate(_))
+        Err(RegistryError::Duplicate)
     ));
     // One of its devices, registered individually by B.
     let leaf = inkan_device::read_identity(&mut driver(&w, 0).lock().unwrap())
@@ -603,8 +612,8 @@ fn a_family_of_tenant_a_cannot_be_claimed_by_tenant_b(db: Db) {
     ));
     assert_eq!(rt.block_on(reg.store.device_count()).unwrap(), 0);
 
-    // A claim that predates the family's registration (B registered the
-    // device before A registered the family) is refused at authentication.
+    // Before anyone registered the family, its devices' certificates and
+    // manifest are public data: they claim nothing.
     let dir2 = tempfile::tempdir().unwrap();
     let early = rt.block_on(cloud(db, dir2.path(), &w.cloud_key, Limits::default()));
     let (a2, b2) = rt.block_on(async {
@@ -623,13 +632,60 @@ fn a_family_of_tenant_a_cannot_be_claimed_by_tenant_b(db: Db) {
                 .unwrap(),
         )
     });
-    rt.block_on(early.registry.register_device(&b2, &leaf))
+    assert!(matches!(
+        rt.block_on(early.registry.register_device(&b2, &leaf)),
+        Err(RegistryError::UnprovenIssuer)
+    ));
+    assert!(matches!(
+        rt.block_on(early.registry.import_manifest(&b2, &manifest, &root.der)),
+        Err(RegistryError::UnprovenIssuer)
+    ));
+    assert_eq!(rt.block_on(early.registry.store.device_count()).unwrap(), 0);
+    // A claim B made from public data before claims needed proof (a row
+    // from an older version): when A proves it holds the family key, A
+    // reclaims the device; it authenticates as A's, and B sees it no more.
+    let leaf_cert = inkan_pki::IssuedCert::from_der(&leaf).unwrap();
+    rt.block_on(async {
+        let mut conn = early.registry.store.pool.acquire().await.unwrap();
+        inkan_cloud::Store::insert_device(
+            &mut conn,
+            inkan_cloud::store::Entry {
+                tenant: &b2,
+                family_id: None,
+                state: inkan_cloud::lifecycle::DeviceState::Registered,
+                enrolled_by: "individual",
+                proof: inkan_cloud::lifecycle::Proof::None,
+                actor: "older version",
+            },
+            &inkan_cloud::store::NewDevice {
+                id: leaf_cert.ueid().unwrap().to_hex(),
+                serial: &leaf_cert.subject_serial_number().unwrap(),
+                certificate: &leaf,
+                fingerprint: inkan_cloud::registry::fingerprint(&leaf),
+                public_key: &leaf_cert.public_point(),
+            },
+        )
+        .await
         .unwrap();
+    });
     rt.block_on(register_family(&w, &early.registry, &a2, "thermo"));
     let addr2 = start_server(&rt, early.clone());
-    refused_with(connect(driver(&w, 0), addr2, quick()), "another tenant");
+    let held = rt
+        .block_on(early.registry.store.device(&leaf_cert.ueid().unwrap().to_hex()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.tenant_id, a2, "the family's owner reclaimed the device");
+    connect(driver(&w, 0), addr2, quick()).unwrap();
+    assert!(rt
+        .block_on(early.registry.store.devices_in(&b2, 100, 0))
+        .unwrap()
+        .is_empty());
     // Its sibling, never claimed by B, enrolls in A.
     connect(driver(&w, 1), addr2, quick()).unwrap();
+    let audit2 = rt.block_on(early.registry.store.audit_tail(100)).unwrap();
+    assert!(audit2
+        .iter()
+        .any(|(k, _, o, d)| k == "reclaim" && o == "ok" && d.contains("1 devices")));
 
     // On the first cloud, the devices authenticate as tenant A's.
     let addr = start_server(&rt, auth.clone());
@@ -656,10 +712,6 @@ fn a_family_of_tenant_a_cannot_be_claimed_by_tenant_b(db: Db) {
             "no audit entry for {kind}: {reason}"
         );
     }
-    let audit2 = rt.block_on(early.registry.store.audit_tail(100)).unwrap();
-    assert!(audit2
-        .iter()
-        .any(|(k, _, o, d)| k == "authenticate" && o == "refused" && d.contains("another tenant")));
 }
 
 /// Re-signs `cert_der` with the family key after `edit` changed its TBS:
@@ -789,7 +841,7 @@ fn revocations_reach_the_family_list_and_crls_revoke_unseen_devices(db: Db) {
         .block_on(store.device_by_fingerprint(&inkan_cloud::registry::fingerprint(&leaves[0].der)))
         .unwrap()
         .unwrap();
-    rt.block_on(store.set_device_status(&row0.id, "revoked"))
+    rt.block_on(inkan_cloud::devices::act_as_owner(&auth, &row0.id, inkan_cloud::lifecycle::Action::Revoke, "test operator"))
         .unwrap();
     let list = rt.block_on(store.revocations(&fam)).unwrap();
     assert_eq!(list.len(), 1);
@@ -1158,7 +1210,7 @@ fn readings_flow_under_oscore_and_attacks_are_refused(db: Db) {
         )
         .unwrap()
         .unwrap();
-    rt.block_on(auth.registry.store.set_device_status(&row1.id, "revoked"))
+    rt.block_on(inkan_cloud::devices::act_as_owner(&auth, &row1.id, inkan_cloud::lifecycle::Action::Revoke, "test operator"))
         .unwrap();
     match up1.send(&batch(1, 0)) {
         Err(UplinkError::Refused { code, detail }) => {
@@ -1465,9 +1517,21 @@ fn commands_reach_actuators_verified_by_their_chips(db: Db) {
     );
     // ...a command signed by another key;
     let rogue = SoftwareKey::generate(KeyCurve::P256);
+    let bound = |d: &inkan_cloud::store::DeviceRow| -> (Vec<u8>, [u8; 32]) {
+        let c = rt
+            .block_on(store.current_credential(&d.id))
+            .unwrap()
+            .unwrap();
+        (
+            hex::decode(&d.id).unwrap(),
+            hex::decode(c.fingerprint).unwrap().try_into().unwrap(),
+        )
+    };
     let forged = Command {
         id: [0x66; 16],
         device: dev0.serial.clone(),
+        ueid: bound(&dev0).0,
+        credential: bound(&dev0).1,
         action: "open".into(),
         args: vec![],
         issued: 0,
@@ -1480,6 +1544,8 @@ fn commands_reach_actuators_verified_by_their_chips(db: Db) {
     let stale = Command {
         id: [0x77; 16],
         device: dev0.serial.clone(),
+        ueid: bound(&dev0).0,
+        credential: bound(&dev0).1,
         action: "open".into(),
         args: vec![],
         issued: 0,

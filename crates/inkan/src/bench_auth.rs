@@ -251,6 +251,7 @@ fn rounds(
                 let rows: Vec<_> = serials
                     .iter()
                     .map(|s| inkan_cloud::store::NewDevice {
+                        id: inkan_pki::Ueid::random().to_hex(),
                         serial: s,
                         certificate: &blob,
                         fingerprint: inkan_cloud::registry::fingerprint(s.as_bytes()),
@@ -259,9 +260,14 @@ fn rounds(
                     .collect();
                 inkan_cloud::Store::insert_devices(
                     &mut tx,
-                    &tenant,
-                    Some(&fam_id),
-                    "manifest",
+                    inkan_cloud::store::Entry {
+                        tenant: &tenant,
+                        family_id: Some(&fam_id),
+                        state: inkan_cloud::lifecycle::DeviceState::Manufactured,
+                        enrolled_by: "manifest",
+                        proof: inkan_cloud::lifecycle::Proof::Family,
+                        actor: "bench",
+                    },
                     &rows,
                 )
                 .await?;
@@ -410,9 +416,11 @@ fn manifest_import(
     )?;
     let root = f.root()?;
     let (import, raw) = rt.block_on(async {
-        let a = inkan_cloud::Store::open(&dir.join("import.db").to_string_lossy()).await?;
-        let reg = inkan_cloud::Registry::new(a);
-        let tenant = reg.store.ensure_tenant("bench").await?;
+        let import_db = dir.join("import.db").to_string_lossy().into_owned();
+        // Importing a manifest needs the family registered (with proof of
+        // possession) in the importing tenant.
+        let (tenant, _) = register_bench_family(f, &import_db).await?;
+        let reg = inkan_cloud::Registry::new(inkan_cloud::Store::open(&import_db).await?);
         let t = Instant::now();
         let count = reg.import_manifest(&tenant, &bytes, &root.der).await?;
         let import = count as f64 / t.elapsed().as_secs_f64();
@@ -425,6 +433,11 @@ fn manifest_import(
             .entries
             .iter()
             .map(|e| inkan_cloud::store::NewDevice {
+                id: e
+                    .ueid
+                    .as_ref()
+                    .map(hex::encode)
+                    .unwrap_or_else(|| inkan_pki::Ueid::random().to_hex()),
                 serial: &e.serial,
                 certificate: &e.certificate,
                 fingerprint: inkan_cloud::registry::fingerprint(&e.certificate),
@@ -432,7 +445,19 @@ fn manifest_import(
             })
             .collect();
         let mut tx = b.pool.begin().await?;
-        inkan_cloud::Store::insert_devices(&mut tx, &tenant_b, None, "manifest", &rows).await?;
+        inkan_cloud::Store::insert_devices(
+            &mut tx,
+            inkan_cloud::store::Entry {
+                tenant: &tenant_b,
+                family_id: None,
+                state: inkan_cloud::lifecycle::DeviceState::Manufactured,
+                enrolled_by: "manifest",
+                proof: inkan_cloud::lifecycle::Proof::Family,
+                actor: "bench",
+            },
+            &rows,
+        )
+        .await?;
         tx.commit().await?;
         let raw = m.entries.len() as f64 / t.elapsed().as_secs_f64();
         anyhow::Ok((import, raw))

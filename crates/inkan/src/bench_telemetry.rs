@@ -161,6 +161,7 @@ pub fn run(devices: usize, batches: usize, batch_size: usize, commands: usize) -
         let session = inkan_cloud::store::SessionRow {
             id: "raw-reference".into(),
             device_id: first.key.device_id.clone(),
+            credential_id: None,
             c_i: String::new(),
             c_r: String::new(),
             oscore: None,

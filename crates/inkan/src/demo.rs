@@ -641,6 +641,12 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
     let rogue_cmd = inkan_proto::command::Command {
         id: [0x5A; 16],
         device: target.serial.clone(),
+        ueid: hex::decode(&target.id)?,
+        credential: {
+            let d = open(&devices[2])?;
+            let mut g = d.lock().map_err(|_| anyhow::anyhow!("driver lock"))?;
+            sha2::Sha256::digest(inkan_device::read_identity(&mut g)?.certificate).into()
+        },
         action: "open".into(),
         args: Vec::new(),
         issued: 0,
@@ -769,7 +775,12 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
                 .device_by_fingerprint(&inkan_cloud::registry::fingerprint(&leaf)),
         )?
         .context("device row")?;
-    rt.block_on(auth.registry.store.set_device_status(&row.id, "revoked"))?;
+    rt.block_on(inkan_cloud::devices::act_as_owner(
+        &auth,
+        &row.id,
+        inkan_cloud::lifecycle::Action::Revoke,
+        "demo operator",
+    ))?;
     match inkan_device::connect(open(victim)?, addr, inkan_device::Retransmission::default()) {
         Err(e) => println!(
             "    the operator revoked {}; reconnecting: refused ({e})",

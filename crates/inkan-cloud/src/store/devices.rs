@@ -237,6 +237,11 @@ impl Store {
         Ok(self.device(&c.device_id).await?.map(|d| (c, d)))
     }
 
+    /// The device holding the credential with this fingerprint.
+    pub async fn device_by_fingerprint(&self, fp: &str) -> Result<Option<DeviceRow>, StoreError> {
+        Ok(self.credential_by_fingerprint(fp).await?.map(|(_, d)| d))
+    }
+
     /// The one credential whose fingerprint starts with `prefix` (hex), as
     /// an x5t (SHA-256/64) names it; None if none or several.
     pub async fn credential_by_fingerprint_prefix(
