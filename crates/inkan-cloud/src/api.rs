@@ -3,9 +3,9 @@
 //! admin); every endpoint checks both, and every use is audited. Another
 //! tenant's objects answer 404, as if they did not exist.
 
+use crate::lifecycle::Action;
 use crate::registry::{pop_challenge, RegistryError};
 use crate::store::{new_id, now, Store, StoreError};
-use crate::lifecycle::Action;
 use crate::AuthService;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -464,7 +464,13 @@ async fn decommission_device(
     Path(id): Path<String>,
     Json(b): Json<DecommissionBody>,
 ) -> ApiResult<crate::devices::Decommissioned> {
-    let c = caller(&st, &headers, Role::Admin, "POST /v1/devices/{id}/decommission").await?;
+    let c = caller(
+        &st,
+        &headers,
+        Role::Admin,
+        "POST /v1/devices/{id}/decommission",
+    )
+    .await?;
     let (tenant, who) = actor(&c);
     let r = crate::devices::decommission(
         &st.auth,
@@ -521,7 +527,13 @@ async fn list_credentials(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Vec<CredentialView>> {
-    let c = caller(&st, &headers, Role::Viewer, "GET /v1/devices/{id}/credentials").await?;
+    let c = caller(
+        &st,
+        &headers,
+        Role::Viewer,
+        "GET /v1/devices/{id}/credentials",
+    )
+    .await?;
     let store = &st.auth.registry.store;
     let d = store
         .device_in(&c.tenant_id, &id)
@@ -550,7 +562,13 @@ async fn add_credential(
     Path(id): Path<String>,
     Json(b): Json<CertificateBody>,
 ) -> ApiResult<serde_json::Value> {
-    let c = caller(&st, &headers, Role::Operator, "POST /v1/devices/{id}/credentials").await?;
+    let c = caller(
+        &st,
+        &headers,
+        Role::Operator,
+        "POST /v1/devices/{id}/credentials",
+    )
+    .await?;
     let (tenant, who) = actor(&c);
     let cid = crate::devices::add_credential(
         &st.auth,
@@ -581,7 +599,13 @@ async fn end_credential(
             ))
         }
     };
-    let c = caller(&st, &headers, need, "POST /v1/devices/{id}/credentials/{credential}").await?;
+    let c = caller(
+        &st,
+        &headers,
+        need,
+        "POST /v1/devices/{id}/credentials/{credential}",
+    )
+    .await?;
     let (tenant, who) = actor(&c);
     crate::devices::end_credential(
         &st.auth,
@@ -594,7 +618,9 @@ async fn end_credential(
         to,
     )
     .await?;
-    Ok(Json(serde_json::json!({ "credential_id": credential, "state": to.as_str() })))
+    Ok(Json(
+        serde_json::json!({ "credential_id": credential, "state": to.as_str() }),
+    ))
 }
 
 /// A transfer offer.
@@ -663,9 +689,8 @@ async fn claim_transfer(
         .tenant_name(&tenant)
         .await?
         .ok_or_else(not_found)?;
-    let doc = hex::decode(b.transfer_hex.trim()).map_err(|_| {
-        ApiError(StatusCode::BAD_REQUEST, "transfer_hex is not hex".into())
-    })?;
+    let doc = hex::decode(b.transfer_hex.trim())
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "transfer_hex is not hex".into()))?;
     let ids = crate::devices::claim_transfer(
         &st.auth,
         crate::devices::Actor {
@@ -909,22 +934,22 @@ async fn audit(
     Query(p): Query<Page>,
 ) -> ApiResult<Vec<AuditView>> {
     let c = caller(&st, &headers, Role::Viewer, "GET /v1/audit").await?;
-    let rows = sqlx::query("SELECT time, kind, subject, outcome, detail FROM audit WHERE tenant_id = $1 ORDER BY time DESC LIMIT $2")
-        .bind(&c.tenant_id)
-        .bind(p.limit.unwrap_or(100).clamp(1, 1000))
-        .fetch_all(&st.auth.registry.store.pool)
-        .await
-        .map_err(StoreError::from)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(AuditView {
-            time: r.try_get("time").map_err(StoreError::from)?,
-            kind: r.try_get("kind").map_err(StoreError::from)?,
-            subject: r.try_get("subject").map_err(StoreError::from)?,
-            outcome: r.try_get("outcome").map_err(StoreError::from)?,
-            detail: r.try_get("detail").map_err(StoreError::from)?,
-        });
-    }
+    let rows = st
+        .auth
+        .registry
+        .store
+        .audit_in(&c.tenant_id, p.limit.unwrap_or(100).clamp(1, 1000))
+        .await?;
+    let out: Vec<AuditView> = rows
+        .into_iter()
+        .map(|(time, kind, subject, outcome, detail)| AuditView {
+            time,
+            kind,
+            subject,
+            outcome,
+            detail,
+        })
+        .collect();
     Ok(Json(out))
 }
 
@@ -1141,7 +1166,9 @@ async fn issue_command(
         (Some(id), None) => vec![store
             .device(id)
             .await?
-            .filter(|d| d.tenant_id == c.tenant_id && d.state == crate::lifecycle::DeviceState::Active)
+            .filter(|d| {
+                d.tenant_id == c.tenant_id && d.state == crate::lifecycle::DeviceState::Active
+            })
             .ok_or_else(not_found)?],
         (None, Some(fam)) => store.devices_of_family(&c.tenant_id, fam).await?,
         _ => {

@@ -399,7 +399,13 @@ impl AuthService {
                     None => None,
                 };
                 store
-                    .audit(tenant.as_deref(), "authenticate", peer, "refused", &e.reason())
+                    .audit(
+                        tenant.as_deref(),
+                        "authenticate",
+                        peer,
+                        "refused",
+                        &e.reason(),
+                    )
                     .await?;
             }
         }

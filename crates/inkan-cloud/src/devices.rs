@@ -384,13 +384,24 @@ pub async fn claim_transfer(
     let (outcome, detail) = match &r {
         Ok((t, ids)) => (
             "ok",
-            format!("transfer {}: {} devices from tenant {}", hex::encode(t.id), ids.len(), t.from),
+            format!(
+                "transfer {}: {} devices from tenant {}",
+                hex::encode(t.id),
+                ids.len(),
+                t.from
+            ),
         ),
         Err(e) => ("refused", e.to_string()),
     };
     app.registry
         .store
-        .audit(Some(actor.tenant_id), "transfer-claim", actor.who, outcome, &detail)
+        .audit(
+            Some(actor.tenant_id),
+            "transfer-claim",
+            actor.who,
+            outcome,
+            &detail,
+        )
         .await?;
     if let Ok((t, ids)) = &r {
         if let Some(seller) = app.registry.store.tenant_by_name(&t.from).await? {

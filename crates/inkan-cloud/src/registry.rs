@@ -216,7 +216,10 @@ enum Plan {
         erase_only: bool,
     },
     /// A new certificate of a known device (same UEID, same family).
-    NewCredential { device: DeviceRow, family: FamilyRow },
+    NewCredential {
+        device: DeviceRow,
+        family: FamilyRow,
+    },
     /// A device seen for the first time, enrolled through its family.
     NewDevice {
         family: FamilyRow,
@@ -860,7 +863,10 @@ impl Registry {
                         "credential-added",
                         &device.serial,
                         "ok",
-                        &format!("device {} credential {id} issued by family {}", device.id, family.name),
+                        &format!(
+                            "device {} credential {id} issued by family {}",
+                            device.id, family.name
+                        ),
                     )
                     .await?;
                 (device, id, false, false)
@@ -963,9 +969,7 @@ impl Registry {
 /// The device id a certificate names: its UEID, or a fresh one for a
 /// certificate without.
 pub fn device_id_of(cert: &IssuedCert) -> String {
-    cert.ueid()
-        .unwrap_or_else(inkan_pki::Ueid::random)
-        .to_hex()
+    cert.ueid().unwrap_or_else(inkan_pki::Ueid::random).to_hex()
 }
 
 /// A unique violation on insert means the device is already registered.

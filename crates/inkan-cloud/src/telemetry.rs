@@ -233,10 +233,7 @@ async fn handle_inner(auth: &AuthService, req: &Packet) -> Result<Packet, Refusa
                 .map_err(|e| plain(e.into()))?;
             // The erase order is the only command a decommissioned device
             // still receives: its success closes the device's life.
-            if changed
-                && decommissioned
-                && outcome == inkan_proto::command::Outcome::Succeeded
-            {
+            if changed && decommissioned && outcome == inkan_proto::command::Outcome::Succeeded {
                 store
                     .erase_confirmed(&device, &detail)
                     .await

@@ -89,15 +89,30 @@ fn suspension_revocation_and_the_most_specific_entry(db: Db) {
             .unwrap()
     });
     // Suspended inside an active family: out. Reinstated: in.
-    rt.block_on(inkan_cloud::devices::act_as_owner(&auth, &dev.id, inkan_cloud::lifecycle::Action::Suspend, "test operator"))
-        .unwrap();
+    rt.block_on(inkan_cloud::devices::act_as_owner(
+        &auth,
+        &dev.id,
+        inkan_cloud::lifecycle::Action::Suspend,
+        "test operator",
+    ))
+    .unwrap();
     refused_with(connect(driver(&w, 0), addr, quick()), "device suspended");
-    rt.block_on(inkan_cloud::devices::act_as_owner(&auth, &dev.id, inkan_cloud::lifecycle::Action::Resume, "test operator"))
-        .unwrap();
+    rt.block_on(inkan_cloud::devices::act_as_owner(
+        &auth,
+        &dev.id,
+        inkan_cloud::lifecycle::Action::Resume,
+        "test operator",
+    ))
+    .unwrap();
     connect(driver(&w, 0), addr, quick()).unwrap();
     // Revoked: out, and its sessions are ended.
-    rt.block_on(inkan_cloud::devices::act_as_owner(&auth, &dev.id, inkan_cloud::lifecycle::Action::Revoke, "test operator"))
-        .unwrap();
+    rt.block_on(inkan_cloud::devices::act_as_owner(
+        &auth,
+        &dev.id,
+        inkan_cloud::lifecycle::Action::Revoke,
+        "test operator",
+    ))
+    .unwrap();
     refused_with(connect(driver(&w, 0), addr, quick()), "device revoked");
     // The other device of the family is unaffected...
     connect(driver(&w, 1), addr, quick()).unwrap();
@@ -536,8 +551,13 @@ fn two_replicas_share_one_postgres() {
         )
         .unwrap()
         .unwrap();
-    rt.block_on(inkan_cloud::devices::act_as_owner(&a, &row.id, inkan_cloud::lifecycle::Action::Revoke, "test operator"))
-        .unwrap();
+    rt.block_on(inkan_cloud::devices::act_as_owner(
+        &a,
+        &row.id,
+        inkan_cloud::lifecycle::Action::Revoke,
+        "test operator",
+    ))
+    .unwrap();
     let revoked_at = std::time::Instant::now();
     // A, where the revocation was made, refuses at once.
     refused_with(connect(driver(&w, 0), addr_a, quick()), "device revoked");
@@ -671,10 +691,18 @@ fn a_family_of_tenant_a_cannot_be_claimed_by_tenant_b(db: Db) {
     rt.block_on(register_family(&w, &early.registry, &a2, "thermo"));
     let addr2 = start_server(&rt, early.clone());
     let held = rt
-        .block_on(early.registry.store.device(&leaf_cert.ueid().unwrap().to_hex()))
+        .block_on(
+            early
+                .registry
+                .store
+                .device(&leaf_cert.ueid().unwrap().to_hex()),
+        )
         .unwrap()
         .unwrap();
-    assert_eq!(held.tenant_id, a2, "the family's owner reclaimed the device");
+    assert_eq!(
+        held.tenant_id, a2,
+        "the family's owner reclaimed the device"
+    );
     connect(driver(&w, 0), addr2, quick()).unwrap();
     assert!(rt
         .block_on(early.registry.store.devices_in(&b2, 100, 0))
@@ -841,8 +869,13 @@ fn revocations_reach_the_family_list_and_crls_revoke_unseen_devices(db: Db) {
         .block_on(store.device_by_fingerprint(&inkan_cloud::registry::fingerprint(&leaves[0].der)))
         .unwrap()
         .unwrap();
-    rt.block_on(inkan_cloud::devices::act_as_owner(&auth, &row0.id, inkan_cloud::lifecycle::Action::Revoke, "test operator"))
-        .unwrap();
+    rt.block_on(inkan_cloud::devices::act_as_owner(
+        &auth,
+        &row0.id,
+        inkan_cloud::lifecycle::Action::Revoke,
+        "test operator",
+    ))
+    .unwrap();
     let list = rt.block_on(store.revocations(&fam)).unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].cert_serial, leaves[0].serial_hex());
@@ -1210,8 +1243,13 @@ fn readings_flow_under_oscore_and_attacks_are_refused(db: Db) {
         )
         .unwrap()
         .unwrap();
-    rt.block_on(inkan_cloud::devices::act_as_owner(&auth, &row1.id, inkan_cloud::lifecycle::Action::Revoke, "test operator"))
-        .unwrap();
+    rt.block_on(inkan_cloud::devices::act_as_owner(
+        &auth,
+        &row1.id,
+        inkan_cloud::lifecycle::Action::Revoke,
+        "test operator",
+    ))
+    .unwrap();
     match up1.send(&batch(1, 0)) {
         Err(UplinkError::Refused { code, detail }) => {
             assert_eq!(code, "4.01");

@@ -110,6 +110,7 @@ impl<T: Transport + 'static> EphemeralKey for SeEphemeral<T> {
 pub struct SeSigner<T: Transport> {
     driver: SharedDriver<T>,
     suite: Suite,
+    slot: u8,
 }
 
 impl<T: Transport> SeSigner<T> {
@@ -120,7 +121,16 @@ impl<T: Transport> SeSigner<T> {
 
     /// A signer over the chip's device key for `suite`.
     pub fn for_suite(driver: SharedDriver<T>, suite: Suite) -> Self {
-        SeSigner { driver, suite }
+        SeSigner {
+            driver,
+            suite,
+            slot: DEVICE_KEY_SLOT,
+        }
+    }
+
+    /// The same, over the key in another slot (a rotated key).
+    pub fn in_slot(self, slot: u8) -> Self {
+        SeSigner { slot, ..self }
     }
 }
 
@@ -133,9 +143,9 @@ impl<T: Transport> SignatureKey for SeSigner<T> {
         match self.suite {
             Suite::P256Es256 => {
                 let digest = sha2::Sha256::digest(msg);
-                d.sign_with_curve(DEVICE_KEY_SLOT, Curve::P256, &digest)
+                d.sign_with_curve(self.slot, Curve::P256, &digest)
             }
-            Suite::X25519EdDsa => d.sign_with_curve(DEVICE_KEY_SLOT, Curve::Ed25519, msg),
+            Suite::X25519EdDsa => d.sign_with_curve(self.slot, Curve::Ed25519, msg),
         }
         .map_err(key_err)
     }

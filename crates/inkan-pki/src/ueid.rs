@@ -75,8 +75,8 @@ impl Ueid {
 
     /// A UEID from lowercase or uppercase hex.
     pub fn from_hex(s: &str) -> Result<Ueid, PkiError> {
-        let b = hex::decode(s)
-            .map_err(|_| PkiError::malformed("UEID", format!("{s:?} is not hex")))?;
+        let b =
+            hex::decode(s).map_err(|_| PkiError::malformed("UEID", format!("{s:?} is not hex")))?;
         Ueid::from_bytes(&b)
     }
 
@@ -106,7 +106,10 @@ mod tests {
         let u = Ueid::random();
         assert_eq!(u.as_bytes().len(), 17);
         assert_eq!(Ueid::from_hex(&u.to_hex()).unwrap(), u);
-        assert!(Ueid::from_bytes(&[TYPE_RAND; 16]).is_err(), "15 bytes after the type");
+        assert!(
+            Ueid::from_bytes(&[TYPE_RAND; 16]).is_err(),
+            "15 bytes after the type"
+        );
         assert!(Ueid::from_bytes(&[TYPE_EUI, 1, 2, 3, 4, 5, 6]).is_ok());
         assert!(Ueid::from_bytes(&[0x04; 17]).is_err(), "unknown type");
         assert!(Ueid::from_bytes(&[]).is_err());

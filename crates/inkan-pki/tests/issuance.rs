@@ -103,7 +103,10 @@ fn issued_chains_pass_webpki_openssl_and_pkilint() {
     ] {
         let c = chain(curve, ka);
         // The identity for life travels in the subjectAltName.
-        let ueid = c.device.ueid().expect("the device certificate names its UEID");
+        let ueid = c
+            .device
+            .ueid()
+            .expect("the device certificate names its UEID");
         assert_eq!(ueid.as_bytes().len(), 17);
         assert_eq!(ueid.as_bytes()[0], inkan_pki::ueid::TYPE_RAND);
         assert!(c.family.ueid().is_none());

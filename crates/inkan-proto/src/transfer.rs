@@ -84,7 +84,9 @@ impl Transfer {
         for _ in 0..n {
             let id = d.bstr().map_err(|e| bad(&e))?;
             if id.is_empty() || id.len() > 33 {
-                return Err(TransferError::Malformed("a device id of 1 to 33 bytes".into()));
+                return Err(TransferError::Malformed(
+                    "a device id of 1 to 33 bytes".into(),
+                ));
             }
             devices.push(id.to_vec());
         }

@@ -146,8 +146,7 @@ fn credential(r: &AnyRow) -> Result<CredentialRow, StoreError> {
         fingerprint: r.try_get("fingerprint")?,
         certificate: r.try_get("certificate")?,
         public_key: r.try_get("public_key")?,
-        state: CredentialState::parse(&state)
-            .ok_or_else(|| corrupt("credential state", &state))?,
+        state: CredentialState::parse(&state).ok_or_else(|| corrupt("credential state", &state))?,
         created: r.try_get("created")?,
         changed: r.try_get("changed")?,
     })
@@ -289,9 +288,7 @@ impl Store {
         .await?;
         let used: Option<String> = r.map(|r| r.try_get("credential_id")).transpose()?;
         let creds = self.credentials_of(device_id).await?;
-        let active = creds
-            .iter()
-            .filter(|c| c.state == CredentialState::Active);
+        let active = creds.iter().filter(|c| c.state == CredentialState::Active);
         Ok(match used {
             Some(id) => creds.iter().find(|c| c.id == id).cloned(),
             None => active.last().cloned(),
@@ -447,13 +444,11 @@ impl Store {
         if n == 0 {
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE sessions SET ended = $1 WHERE credential_id = $2 AND ended IS NULL",
-        )
-        .bind(now())
-        .bind(credential_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE sessions SET ended = $1 WHERE credential_id = $2 AND ended IS NULL")
+            .bind(now())
+            .bind(credential_id)
+            .execute(&mut *tx)
+            .await?;
         if to == CredentialState::Revoked {
             Self::list_revoked_credentials(&mut tx, device, Some(credential_id)).await?;
         }
@@ -610,8 +605,16 @@ impl Store {
                     .await?;
             }
             if let Some((id, cose, expires)) = dc.erase {
-                Self::queue_command(&mut tx, id, &d.tenant_id, &d.id, "decommission", cose, expires)
-                    .await?;
+                Self::queue_command(
+                    &mut tx,
+                    id,
+                    &d.tenant_id,
+                    &d.id,
+                    "decommission",
+                    cose,
+                    expires,
+                )
+                .await?;
                 sqlx::query("UPDATE devices SET erase_pending = 1 WHERE id = $1")
                     .bind(&d.id)
                     .execute(&mut *tx)
@@ -802,10 +805,7 @@ impl Store {
 
     /// A device's whole history, kept across owners: lifecycle events,
     /// credentials, sessions, commands and firmware updates, in time order.
-    pub async fn history(
-        &self,
-        device_id: &str,
-    ) -> Result<Vec<HistoryEntry>, StoreError> {
+    pub async fn history(&self, device_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
         let mut out = Vec::new();
         let s = 1_000_000_000i64;
         for r in sqlx::query(
@@ -836,10 +836,7 @@ impl Store {
                 time_ns: c.created.saturating_mul(s),
                 category: "credential".into(),
                 kind: "credential".into(),
-                detail: format!(
-                    "{} certificate {} ({} now)",
-                    c.id, c.fingerprint, c.state
-                ),
+                detail: format!("{} certificate {} ({} now)", c.id, c.fingerprint, c.state),
             });
         }
         for r in sqlx::query(
@@ -925,7 +922,10 @@ impl Store {
 
     /// The public key of the credential a session authenticated with, and
     /// whether the device's family requires signed readings.
-    pub async fn device_signing(&self, session: &super::SessionRow) -> Result<(Vec<u8>, bool), StoreError> {
+    pub async fn device_signing(
+        &self,
+        session: &super::SessionRow,
+    ) -> Result<(Vec<u8>, bool), StoreError> {
         let r = sqlx::query(
             "SELECT COALESCE(c.public_key, d.public_key) AS public_key, COALESCE(f.signed_readings, 0) AS required \
              FROM devices d LEFT JOIN families f ON f.id = d.family_id \

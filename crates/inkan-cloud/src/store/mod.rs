@@ -472,6 +472,33 @@ impl Store {
         .await
     }
 
+    /// A tenant's newest audit entries: (time ns, kind, subject, outcome,
+    /// detail).
+    pub async fn audit_in(
+        &self,
+        tenant_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT time, kind, subject, outcome, detail FROM audit WHERE tenant_id = $1 ORDER BY time DESC LIMIT $2",
+        )
+        .bind(tenant_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("time")?,
+                    r.try_get("kind")?,
+                    r.try_get("subject")?,
+                    r.try_get("outcome")?,
+                    r.try_get("detail")?,
+                ))
+            })
+            .collect()
+    }
+
     /// The newest audit entries: (kind, subject, outcome, detail).
     pub async fn audit_tail(
         &self,
