@@ -436,6 +436,9 @@ async fn claim_inner(
     if t.to != buyer_name {
         return Err(refuse("addressed to another tenant"));
     }
+    if store.transfer_claimed(&hex::encode(t.id)).await? {
+        return Err(refuse("already claimed"));
+    }
     if u64::try_from(crate::store::now()).unwrap_or(u64::MAX) > t.expires {
         return Err(refuse("expired"));
     }

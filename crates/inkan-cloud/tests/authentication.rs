@@ -886,7 +886,11 @@ fn revocations_reach_the_family_list_and_crls_revoke_unseen_devices(db: Db) {
     connect(driver(&w, 2), addr, quick()).unwrap();
     let before = rt.block_on(store.device_count()).unwrap();
     // The factory revokes device 1: its CRL reaches the cloud.
-    let crl1 = w.factory.revoke("thermo", &leaves[1].serial_hex()).unwrap();
+    let crl1 = w
+        .factory
+        .revoke("thermo", &leaves[1].serial_hex())
+        .unwrap()
+        .0;
     let got = rt
         .block_on(reg.import_crl(&tenant, &fam, &crl1.der))
         .unwrap();
@@ -900,7 +904,11 @@ fn revocations_reach_the_family_list_and_crls_revoke_unseen_devices(db: Db) {
         "a revoked device is not enrolled"
     );
     // The factory then revokes device 2, which holds a session.
-    let crl2 = w.factory.revoke("thermo", &leaves[2].serial_hex()).unwrap();
+    let crl2 = w
+        .factory
+        .revoke("thermo", &leaves[2].serial_hex())
+        .unwrap()
+        .0;
     let got = rt
         .block_on(reg.import_crl(&tenant, &fam, &crl2.der))
         .unwrap();
@@ -921,7 +929,11 @@ fn revocations_reach_the_family_list_and_crls_revoke_unseen_devices(db: Db) {
         Err(RegistryError::Crl(m)) if m.contains("stale")
     ));
     let valve_leaf = leaf_of(&w, 3);
-    let foreign = w.factory.revoke("valve", &valve_leaf.serial_hex()).unwrap();
+    let foreign = w
+        .factory
+        .revoke("valve", &valve_leaf.serial_hex())
+        .unwrap()
+        .0;
     assert!(matches!(
         rt.block_on(reg.import_crl(&tenant, &fam, &foreign.der)),
         Err(RegistryError::Crl(m)) if m.contains("another issuer")
@@ -930,6 +942,7 @@ fn revocations_reach_the_family_list_and_crls_revoke_unseen_devices(db: Db) {
         .factory
         .revoke("thermo", &leaves[2].serial_hex())
         .unwrap()
+        .0
         .der;
     let n = tampered.len();
     tampered[n - 10] ^= 0x01;

@@ -47,6 +47,14 @@ pub enum FactoryError {
     /// No factory in the directory.
     #[error("{0} holds no factory: run `inkan factory init` first")]
     NotInitialized(PathBuf),
+    /// A serial the family never issued a certificate for.
+    #[error("family {family:?} issued no certificate with chip or certificate serial {serial:?}")]
+    NotIssued {
+        /// The family.
+        family: String,
+        /// What was given.
+        serial: String,
+    },
     /// The family does not exist.
     #[error("unknown family {0:?} (see `inkan factory family list`)")]
     UnknownFamily(String),
@@ -593,11 +601,53 @@ impl Factory {
         Ok(out)
     }
 
-    /// Revokes a device certificate (serial hex) of a family and reissues
-    /// the family CRL.
-    pub fn revoke(&self, family: &str, cert_serial_hex: &str) -> Result<crl::Crl, FactoryError> {
+    /// The certificates a family issued, from its batches' journals:
+    /// (chip serial, certificate).
+    pub fn issued_by(&self, family: &str) -> Result<Vec<(String, IssuedCert)>, FactoryError> {
+        let (_, fam) = self.family(family)?;
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("batches")) {
+            for e in rd.flatten() {
+                let j = e.path().join("journal.jsonl");
+                if !j.exists() {
+                    continue;
+                }
+                for (chip, ev) in journal::replay(&j)?.0.issued {
+                    let journal::Event::Issued { certificate, .. } = ev else {
+                        continue;
+                    };
+                    let Ok(c) = hex::decode(&certificate)
+                        .map_err(|_| ())
+                        .and_then(|der| IssuedCert::from_der(&der).map_err(|_| ()))
+                    else {
+                        continue;
+                    };
+                    if inkan_pki::cert::verify_issued_by(&c, &fam).is_ok() {
+                        out.push((chip, c));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revokes a device certificate the family issued, named by its chip
+    /// serial or its certificate serial (hex), and reissues the family CRL.
+    /// Returns the CRL and the certificate serial revoked; anything the
+    /// family did not issue is refused.
+    pub fn revoke(&self, family: &str, serial: &str) -> Result<(crl::Crl, String), FactoryError> {
         let (mut cfg, fam) = self.family(family)?;
-        let serial = hex::decode(cert_serial_hex).map_err(|_| PkiError::Malformed {
+        let want = serial.trim().to_ascii_lowercase();
+        let issued = self.issued_by(family)?;
+        let found = issued
+            .iter()
+            .find(|(chip, c)| chip.to_ascii_lowercase() == want || c.serial_hex() == want)
+            .ok_or_else(|| FactoryError::NotIssued {
+                family: family.to_string(),
+                serial: serial.to_string(),
+            })?;
+        let cert_serial_hex = found.1.serial_hex();
+        let serial = hex::decode(&cert_serial_hex).map_err(|_| PkiError::Malformed {
             what: "certificate serial",
             reason: format!("{cert_serial_hex:?} is not hex"),
         })?;
@@ -632,7 +682,7 @@ impl Factory {
         let dir = self.family_dir(family);
         write_atomic(&dir.join("crl.pem"), crl.to_pem().as_bytes())?;
         write_atomic(&dir.join("family.json"), &to_json(&cfg))?;
-        Ok(crl)
+        Ok((crl, cert_serial_hex))
     }
 
     /// The family's current CRL.

@@ -446,7 +446,8 @@ fn revocation_reaches_the_family_crl() {
     )
     .unwrap();
     let victim = IssuedCert::from_der(&m.entries[0].certificate).unwrap();
-    let crl = f.revoke("thermo", &victim.serial_hex()).unwrap();
+    let (crl, revoked) = f.revoke("thermo", &victim.serial_hex()).unwrap();
+    assert_eq!(revoked, victim.serial_hex());
     assert_eq!(crl.revoked_serials().unwrap().len(), 1);
     let mut v = DeviceValidator::new(&[f.root().unwrap().der], RequiredEku::ClientAuth).unwrap();
     v.add_crl(&f.crl("thermo").unwrap().der).unwrap();
@@ -457,8 +458,20 @@ fn revocation_reaches_the_family_crl() {
     let other = IssuedCert::from_der(&m.entries[1].certificate).unwrap();
     v.validate(&other.der, &[fam.der.clone()], SystemTime::now())
         .unwrap();
-    assert!(matches!(
-        f.revoke("thermo", "zz"),
-        Err(FactoryError::Pki(PkiError::Malformed { .. }))
-    ));
+    // Named by its chip serial: the same certificate, listed once.
+    let (crl, revoked) = f.revoke("thermo", &m.entries[0].serial).unwrap();
+    assert_eq!(revoked, victim.serial_hex());
+    assert_eq!(crl.revoked_serials().unwrap().len(), 1);
+    // Anything the family did not issue is refused, and the CRL unchanged:
+    // not hex, a made-up serial, a serial of nothing.
+    for bogus in ["zz", "00", "DEADBEEF", ""] {
+        assert!(
+            matches!(
+                f.revoke("thermo", bogus),
+                Err(FactoryError::NotIssued { .. })
+            ),
+            "{bogus:?} accepted"
+        );
+    }
+    assert_eq!(f.crl("thermo").unwrap().revoked_serials().unwrap().len(), 1);
 }

@@ -388,6 +388,58 @@ fn open_device(
     Ok(d)
 }
 
+/// Waits between attempts to reach the cloud: 0.5 s doubling to 30 s,
+/// said on stderr.
+#[derive(Default)]
+struct Backoff {
+    next_ms: u64,
+}
+
+impl Backoff {
+    fn wait(&mut self, why: &str) {
+        self.next_ms = (self.next_ms * 2).clamp(500, 30_000);
+        eprintln!(
+            "the cloud is unreachable ({why}); authenticating again in {:.1} s",
+            self.next_ms as f64 / 1000.0
+        );
+        std::thread::sleep(std::time::Duration::from_millis(self.next_ms));
+    }
+
+    fn reset(&mut self) {
+        self.next_ms = 0;
+    }
+}
+
+/// Polls and runs the commands waiting for the device; true when one of
+/// them erased its secrets (decommissioning).
+fn run_commands<T: inkan_se::transport::Transport>(
+    up: &mut inkan_device::Uplink,
+    d: &inkan_device::SharedDriver<T>,
+    executed: &mut inkan_device::Executed,
+    actuator: &mut dyn FnMut(&inkan_proto::command::Command) -> Result<String, String>,
+) -> Result<bool, inkan_device::UplinkError> {
+    for _ in 0..16 {
+        match inkan_device::poll_and_run(up, d, executed, actuator)? {
+            inkan_device::Polled::Nothing => break,
+            inkan_device::Polled::Ran(c, o, detail) => {
+                println!(
+                    "command {} {}: {} ({detail})",
+                    hex::encode(c.id),
+                    c.action,
+                    o.state()
+                );
+                if c.action == inkan_device::DECOMMISSION
+                    && o == inkan_proto::command::Outcome::Succeeded
+                {
+                    return Ok(true);
+                }
+            }
+            inkan_device::Polled::Refused(e) => println!("command refused: {e}"),
+        }
+    }
+    Ok(false)
+}
+
 /// Runs `inkan device`.
 pub fn device(c: DeviceCmd) -> Result<()> {
     match c {
@@ -451,11 +503,26 @@ pub fn device(c: DeviceCmd) -> Result<()> {
             };
             let mut sent = 0u64;
             let mut uplink: Option<inkan_device::Uplink> = None;
+            let mut backoff = Backoff::default();
+            let mut decommissioned = false;
             while count == 0 || sent < count {
                 let up = match &mut uplink {
                     Some(u) => u,
                     None => {
-                        let c = inkan_device::connect(d.clone(), cloud, rt)?;
+                        let c = match inkan_device::connect(d.clone(), cloud, rt) {
+                            Ok(c) => c,
+                            // The service is down or restarting: wait and
+                            // authenticate again.
+                            Err(
+                                e @ (inkan_device::ConnectError::Io(_)
+                                | inkan_device::ConnectError::Timeout(_)),
+                            ) => {
+                                backoff.wait(&e.to_string());
+                                continue;
+                            }
+                            Err(e) => return Err(e.into()),
+                        };
+                        backoff.reset();
                         println!(
                             "authenticated: device {} (suite {}), OSCORE context derived",
                             c.serial,
@@ -464,6 +531,14 @@ pub fn device(c: DeviceCmd) -> Result<()> {
                         uplink.insert(inkan_device::Uplink::new(&c, cloud, rt)?)
                     }
                 };
+                if decommissioned {
+                    // Told at this contact: only the erase order is left.
+                    run_commands(up, &d, &mut executed, &mut actuator)?;
+                    println!(
+                        "this device was decommissioned: its secure element destroyed its secrets"
+                    );
+                    return Ok(());
+                }
                 let readings = sensor.read(batch);
                 let sent_batch = if sign_readings {
                     up.send_signed(&readings, &d)
@@ -493,24 +568,37 @@ pub fn device(c: DeviceCmd) -> Result<()> {
                         }
                     }
                     // Commands waiting for this device, verified by the chip.
-                    for _ in 0..16 {
-                        match inkan_device::poll_and_run(up, &d, &mut executed, &mut actuator)? {
-                            inkan_device::Polled::Nothing => break,
-                            inkan_device::Polled::Ran(c, o, detail) => println!(
-                                "command {} {}: {} ({detail})",
-                                hex::encode(c.id),
-                                c.action,
-                                o.state()
-                            ),
-                            inkan_device::Polled::Refused(e) => {
-                                println!("command refused: {e}")
-                            }
-                        }
+                    if run_commands(up, &d, &mut executed, &mut actuator)? {
+                        return Err(inkan_device::UplinkError::Refused {
+                            code: "erased".into(),
+                            detail: String::new(),
+                        });
                     }
                     Ok(n)
                 });
                 match polled {
                     Ok(_) => {}
+                    Err(inkan_device::UplinkError::Refused { code, .. }) if code == "erased" => {
+                        println!(
+                            "this device was decommissioned: its secure element destroyed its secrets"
+                        );
+                        return Ok(());
+                    }
+                    // Decommissioned while away: fetch the erase order.
+                    Err(inkan_device::UplinkError::Refused { code, detail })
+                        if code == "4.03" && detail.contains("decommissioned") =>
+                    {
+                        decommissioned = true;
+                        continue;
+                    }
+                    Err(
+                        e @ (inkan_device::UplinkError::Io(_)
+                        | inkan_device::UplinkError::Timeout(_)),
+                    ) => {
+                        backoff.wait(&e.to_string());
+                        uplink = None;
+                        continue;
+                    }
                     // The session ended or expired: authenticate again.
                     Err(inkan_device::UplinkError::Refused { code, detail }) if code == "4.01" => {
                         println!("the cloud refused the session ({detail}); authenticating again");
@@ -598,14 +686,13 @@ enum CloudCmd {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
-    /// Act on a device: suspend, reinstate, revoke.
-    #[command(after_help = "Example:\n  inkan cloud device 3f9c… revoke")]
-    Device {
-        /// Device id.
-        id: String,
-        /// suspend, reinstate or revoke.
-        action: String,
-    },
+    /// One device: show it, its history and credentials, act on its
+    /// lifecycle, decommission it.
+    #[command(subcommand)]
+    Device(DeviceCloudCmd),
+    /// Transfers of ownership between tenants.
+    #[command(subcommand)]
+    Transfer(TransferCmd),
     /// Families.
     #[command(subcommand)]
     Family(FamilyCmd),
@@ -717,6 +804,118 @@ enum CloudCmd {
         /// Page size.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum DeviceCloudCmd {
+    /// The device.
+    #[command(after_help = "Example:\n  inkan cloud device show 01a3f9…")]
+    Show {
+        /// Device id (its UEID).
+        id: String,
+    },
+    /// Its lifecycle transitions, credentials, sessions, commands and
+    /// firmware updates, in time order.
+    #[command(after_help = "Example:\n  inkan cloud device history 01a3f9…")]
+    History {
+        /// Device id.
+        id: String,
+    },
+    /// Its credentials (certificates) and their states.
+    #[command(after_help = "Example:\n  inkan cloud device credentials 01a3f9…")]
+    Credentials {
+        /// Device id.
+        id: String,
+    },
+    /// Add a certificate the device's family issued for it (renewal, or a
+    /// new key): the device keeps its id.
+    #[command(
+        after_help = "Example:\n  inkan cloud device add-credential 01a3f9… --cert renewed.crt.pem"
+    )]
+    AddCredential {
+        /// Device id.
+        id: String,
+        /// The certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Retire one of its credentials: refused from now on.
+    #[command(after_help = "Example:\n  inkan cloud device retire-credential 01a3f9… 5c2e…")]
+    RetireCredential {
+        /// Device id.
+        id: String,
+        /// Credential id.
+        credential: String,
+    },
+    /// Claim a manufactured device.
+    #[command(after_help = "Example:\n  inkan cloud device claim 01a3f9…")]
+    Claim {
+        /// Device id.
+        id: String,
+    },
+    /// Suspend it (refused until resumed).
+    #[command(after_help = "Example:\n  inkan cloud device suspend 01a3f9…")]
+    Suspend {
+        /// Device id.
+        id: String,
+    },
+    /// Resume a suspended device.
+    #[command(after_help = "Example:\n  inkan cloud device resume 01a3f9…")]
+    Resume {
+        /// Device id.
+        id: String,
+    },
+    /// Revoke it for good.
+    #[command(after_help = "Example:\n  inkan cloud device revoke 01a3f9…")]
+    Revoke {
+        /// Device id.
+        id: String,
+    },
+    /// Take it out of service: credentials revoked, sessions ended, and the
+    /// device told (a signed command its chip verifies) to destroy its
+    /// secrets, at once or at its next contact.
+    #[command(
+        after_help = "Example:\n  inkan cloud device decommission 01a3f9… --purge-readings --reason \"end of life\""
+    )]
+    Decommission {
+        /// Device id.
+        id: String,
+        /// Delete its readings too (kept by default).
+        #[arg(long)]
+        purge_readings: bool,
+        /// Why (kept in its history).
+        #[arg(long, default_value = "operator request")]
+        reason: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum TransferCmd {
+    /// Offer devices to another tenant: writes the signed transfer document
+    /// the buyer claims.
+    #[command(
+        after_help = "Example:\n  inkan cloud transfer offer --to operator --devices 01a3…,01b7… --out batch.transfer"
+    )]
+    Offer {
+        /// The buyer's tenant name.
+        #[arg(long)]
+        to: String,
+        /// The devices (ids, comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        devices: Vec<String>,
+        /// Seconds the buyer has to claim it (at most 30 days).
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        ttl: u64,
+        /// Where to write the document.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Claim a transfer addressed to this tenant.
+    #[command(after_help = "Example:\n  inkan cloud transfer claim batch.transfer")]
+    Claim {
+        /// The transfer document.
+        file: PathBuf,
     },
 }
 
@@ -842,8 +1041,64 @@ pub fn cloud(a: CloudArgs) -> Result<()> {
     let out = match a.command {
         CloudCmd::Bootstrap { .. } => bail!("bootstrap runs on the store directly"),
         CloudCmd::Devices { limit } => get(&format!("/v1/devices?limit={limit}"))?,
-        CloudCmd::Device { id, action } => {
-            post(&format!("/v1/devices/{id}/{action}"), serde_json::json!({}))?
+        CloudCmd::Device(cmd) => {
+            let act = |id: &str, action: &str| {
+                post(&format!("/v1/devices/{id}/{action}"), serde_json::json!({}))
+            };
+            match cmd {
+                DeviceCloudCmd::Show { id } => get(&format!("/v1/devices/{id}"))?,
+                DeviceCloudCmd::History { id } => get(&format!("/v1/devices/{id}/history"))?,
+                DeviceCloudCmd::Credentials { id } => {
+                    get(&format!("/v1/devices/{id}/credentials"))?
+                }
+                DeviceCloudCmd::AddCredential { id, cert } => {
+                    let pem = std::fs::read_to_string(&cert)
+                        .with_context(|| format!("reading {}", cert.display()))?;
+                    post(
+                        &format!("/v1/devices/{id}/credentials"),
+                        serde_json::json!({ "certificate_pem": pem }),
+                    )?
+                }
+                DeviceCloudCmd::RetireCredential { id, credential } => post(
+                    &format!("/v1/devices/{id}/credentials/{credential}/retire"),
+                    serde_json::json!({}),
+                )?,
+                DeviceCloudCmd::Claim { id } => act(&id, "claim")?,
+                DeviceCloudCmd::Suspend { id } => act(&id, "suspend")?,
+                DeviceCloudCmd::Resume { id } => act(&id, "resume")?,
+                DeviceCloudCmd::Revoke { id } => act(&id, "revoke")?,
+                DeviceCloudCmd::Decommission {
+                    id,
+                    purge_readings,
+                    reason,
+                } => post(
+                    &format!("/v1/devices/{id}/decommission"),
+                    serde_json::json!({ "purge_readings": purge_readings, "reason": reason }),
+                )?,
+            }
+        }
+        CloudCmd::Transfer(TransferCmd::Offer {
+            to,
+            devices,
+            ttl,
+            out,
+        }) => {
+            let r = post(
+                "/v1/transfers",
+                serde_json::json!({ "to": to, "devices": devices, "ttl_secs": ttl }),
+            )?;
+            let doc = hex::decode(r["transfer_hex"].as_str().unwrap_or_default())
+                .context("the API sent a transfer that is not hex")?;
+            std::fs::write(&out, &doc).with_context(|| format!("writing {}", out.display()))?;
+            serde_json::json!({ "transfer": out, "devices": devices.len(), "to": to })
+        }
+        CloudCmd::Transfer(TransferCmd::Claim { file }) => {
+            let doc =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            post(
+                "/v1/transfers/claim",
+                serde_json::json!({ "transfer_hex": hex::encode(doc) }),
+            )?
         }
         CloudCmd::Family(FamilyCmd::List) => get("/v1/families")?,
         CloudCmd::Family(FamilyCmd::SignedReadings { id, required }) => post(

@@ -152,7 +152,8 @@ enum FamilyCmd {
     Revoke {
         /// Family name.
         name: String,
-        /// Certificate serial number (hex).
+        /// The chip serial, or the certificate serial number (hex), of a
+        /// certificate this family issued.
         serial: String,
     },
     /// Print the family's revocation list (PEM, or DER to a file).
@@ -327,9 +328,9 @@ pub fn run(a: Args) -> Result<()> {
                     }
                 }
                 FamilyCmd::Revoke { name, serial } => {
-                    let crl = f.revoke(&name, &serial)?;
+                    let (crl, cert_serial) = f.revoke(&name, &serial)?;
                     println!(
-                        "revoked {serial} in {name}; CRL now lists {} certificate(s)",
+                        "revoked certificate {cert_serial} (given {serial}) in {name}; CRL now lists {} certificate(s)",
                         crl.revoked_serials()?.len()
                     );
                 }

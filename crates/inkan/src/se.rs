@@ -439,6 +439,22 @@ pub fn run(a: Args) -> Result<()> {
             busy,
         } => {
             let busy = parse_busy(&busy)?;
+            // One server per state file: a second one would write the same
+            // NVM behind the first one's back.
+            let lock_path = state.with_extension("lock");
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .with_context(|| format!("opening {}", lock_path.display()))?;
+            if lock.try_lock().is_err() {
+                bail!(
+                    "{} is already served by another process (lock {} held)",
+                    state.display(),
+                    lock_path.display()
+                );
+            }
             let chip = if state.exists() {
                 Chip::open(&state)?
             } else {

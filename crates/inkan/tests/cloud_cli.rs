@@ -294,7 +294,7 @@ fn factory_cloud_and_device_through_the_cli() {
         "{devices}"
     );
 
-    ok(cloud_cmd(&["device", &id, "revoke"]));
+    ok(cloud_cmd(&["device", "revoke", &id]));
     let refused = connect();
     assert!(!refused.status.success());
     assert!(
@@ -563,4 +563,170 @@ fn firmware_signed_checked_and_booted_through_the_cli() {
     );
     se.kill().unwrap();
     se.wait().unwrap();
+}
+
+/// A maker hands its device to an operator with a signed transfer, through
+/// the CLI with two tenants and two tokens: the operator's device
+/// authenticates and sends readings without being reflashed, the maker no
+/// longer lists, reads or acts on it; then the operator decommissions it
+/// and the device, at its next contact, destroys its secrets.
+#[test]
+fn a_device_handed_from_maker_to_operator_then_decommissioned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (mut se, sock, secrets) = one_chip_on_a_socket(d, "Maker Org", "lamp");
+    let (coap, api) = (free_port(true), free_port(false));
+    let db = d.join("cloud.db");
+    let mut cloud = inkan(d)
+        .args([
+            "serve",
+            "--db",
+            db.to_str().unwrap(),
+            "--coap",
+            &format!("127.0.0.1:{coap}"),
+            "--api",
+            &format!("127.0.0.1:{api}"),
+        ])
+        .arg("--cloud-key")
+        .arg(d.join("factory/keys/dev-cloud-auth.key.pem"))
+        .arg("--command-key")
+        .arg(d.join("factory/keys/dev-cloud-command.key.pem"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_banner(&mut cloud);
+    let api_url = format!("http://127.0.0.1:{api}");
+    let token_of = |tenant: &str| {
+        ok(inkan(d)
+            .args(["cloud", "bootstrap", "--db", db.to_str().unwrap()])
+            .args(["--tenant", tenant])
+            .output()
+            .unwrap())
+        .split("admin token (shown once): ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    let (maker, operator) = (token_of("maker"), token_of("operator"));
+    let as_ = |token: &str, args: &[&str]| {
+        inkan(d)
+            .args(["cloud", "--api", &api_url, "--token", token])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(as_(
+        &maker,
+        &[
+            "family",
+            "register",
+            "--name",
+            "lamp",
+            "--cert",
+            d.join("factory/families/lamp/family.crt.pem")
+                .to_str()
+                .unwrap(),
+            "--key",
+            d.join("factory/keys/family-lamp.key.pem").to_str().unwrap(),
+        ],
+    ));
+    let device = |extra: &[&str]| {
+        inkan(d)
+            .args(["device"])
+            .args(extra)
+            .args(["--se", &format!("unix:{}", sock.display())])
+            .args(["--cloud", &format!("coap://127.0.0.1:{coap}")])
+            .arg("--device-secrets")
+            .arg(&secrets)
+            .output()
+            .unwrap()
+    };
+    ok(device(&["connect"]));
+    let listed: serde_json::Value = serde_json::from_str(&ok(as_(&maker, &["devices"]))).unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        id.starts_with("01") && id.len() == 34,
+        "the id is a UEID: {id}"
+    );
+
+    // The maker offers it to the operator; the operator claims it.
+    let out = ok(as_(
+        &maker,
+        &[
+            "transfer",
+            "offer",
+            "--to",
+            "operator",
+            "--devices",
+            &id,
+            "--out",
+            "t.cose",
+        ],
+    ));
+    assert!(out.contains("\"to\": \"operator\""), "{out}");
+    // A tampered copy is refused; the real one claimed once.
+    let doc = std::fs::read(d.join("t.cose")).unwrap();
+    let mut bad = doc.clone();
+    let n = bad.len();
+    bad[n - 10] ^= 0x40;
+    std::fs::write(d.join("bad.cose"), bad).unwrap();
+    assert!(!as_(&operator, &["transfer", "claim", "bad.cose"])
+        .status
+        .success());
+    let claimed = ok(as_(&operator, &["transfer", "claim", "t.cose"]));
+    assert!(claimed.contains(&id), "{claimed}");
+    let again = as_(&operator, &["transfer", "claim", "t.cose"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already claimed"));
+
+    // The maker sees nothing of it any more.
+    assert_eq!(ok(as_(&maker, &["devices"])).trim(), "[]");
+    for args in [
+        vec!["device", "show", &id],
+        vec!["device", "history", &id],
+        vec!["device", "suspend", &id],
+    ] {
+        let out = as_(&maker, &args);
+        assert!(!out.status.success(), "the maker could {args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    }
+    // The device, not reflashed, works for its new owner.
+    let run = ok(device(&[
+        "run",
+        "--count",
+        "1",
+        "--batch",
+        "2",
+        "--interval-ms",
+        "0",
+    ]));
+    assert!(run.contains("batch 1: 2 readings stored"), "{run}");
+    let shown = ok(as_(&operator, &["device", "show", &id]));
+    assert!(shown.contains("\"status\": \"active\""), "{shown}");
+    let readings = ok(as_(&operator, &["readings", "--format", "csv"]));
+    assert_eq!(readings.lines().count(), 3, "{readings}");
+
+    // Decommissioned while the device is away; told at its next contact.
+    let out = ok(as_(
+        &operator,
+        &["device", "decommission", &id, "--reason", "end of life"],
+    ));
+    assert!(out.contains("erase_command"), "{out}");
+    let run = ok(device(&["run", "--count", "5", "--interval-ms", "0"]));
+    assert!(
+        run.contains("this device was decommissioned: its secure element destroyed its secrets"),
+        "{run}"
+    );
+    // It can never authenticate again: its chip no longer signs.
+    let again = device(&["connect"]);
+    assert!(!again.status.success());
+    let history = ok(as_(&operator, &["device", "history", &id]));
+    for kind in ["\"transfer\"", "\"decommission\"", "\"secrets-erased\""] {
+        assert!(history.contains(kind), "{kind} missing from {history}");
+    }
+    let _ = cloud.kill();
+    let _ = se.kill();
+    let _ = cloud.wait();
+    let _ = se.wait();
 }

@@ -261,10 +261,28 @@ fn manifests_crls_and_bad_input() {
             .unwrap()
             .serial_hex()
     };
-    ok(inkan(dir.path())
+    // Something the family never issued is refused, with the reason, and
+    // nothing is listed.
+    for bogus in ["00", "DEADBEEF", "zz"] {
+        let out = inkan(dir.path())
+            .args(["family", "revoke", "valve", bogus])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bogus} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("issued no certificate"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let said = ok(inkan(dir.path())
         .args(["family", "revoke", "valve", &cert_serial])
         .output()
         .unwrap());
+    assert!(
+        said.contains(&format!("revoked certificate {cert_serial}")),
+        "{said}"
+    );
     let der_path = dir.path().join("valve.crl");
     ok(inkan(dir.path())
         .args(["family", "crl", "valve", "--der", "--out"])
@@ -344,4 +362,22 @@ fn personalizes_a_chip_reached_through_a_transport() {
     server.wait().unwrap();
     let chip = inkan_se::Chip::open(&state).unwrap();
     assert_eq!(chip.nvm().life_cycle, 0x83);
+}
+
+/// `inkan … | head`: the reader goes away before the output is written; the
+/// program ends quietly instead of panicking.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = inkan(dir.path())
+        .args(["init", "--org", "Pipe Org"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{err}");
 }

@@ -257,8 +257,47 @@ fn bad_cli_input_gets_a_clear_error() {
         &["pair", "--with-mac-key", "00", "--with-cipher-key", "00"],
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("16 or 32 bytes"));
+    // A second server of the same chip, or on the same socket, is refused
+    // while the first runs: it would write the same NVM, or steal its
+    // clients.
+    let second = |state: &Path, listen: &str| {
+        inkan()
+            .args([
+                "se",
+                "serve",
+                "--personality",
+                "a120",
+                "--listen",
+                listen,
+                "--state",
+            ])
+            .arg(state)
+            .output()
+            .unwrap()
+    };
+    let out = second(&dir.path().join("c.json"), "tcp:127.0.0.1:0");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already served by another process"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = second(&dir.path().join("other.json"), &sock);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another server already listens"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The first still answers.
+    assert!(client(&addr, &["echo", "0102"]).status.success());
     server.kill().unwrap();
     server.wait().unwrap();
+    // Once it is gone, the state and the socket can be served again.
+    let (mut again, addr) = serve(&dir.path().join("c.json"), &sock, "a120");
+    assert!(client(&addr, &["echo", "0102"]).status.success());
+    again.kill().unwrap();
+    again.wait().unwrap();
     // A state file that is not a chip image.
     let junk = dir.path().join("junk.json");
     std::fs::write(&junk, b"{\"not\": \"a chip\"}").unwrap();

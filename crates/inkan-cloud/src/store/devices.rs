@@ -749,6 +749,15 @@ impl Store {
         Ok(true)
     }
 
+    /// Whether the transfer with this id was claimed.
+    pub async fn transfer_claimed(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT id FROM transfers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     /// Gives devices claimed without proof to the tenant that proved it
     /// holds their family's key.
     pub async fn reclaim(

@@ -19,12 +19,18 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds an address. TCP must be loopback; an existing Unix socket file
-    /// is replaced.
+    /// Binds an address. TCP must be loopback; a stale Unix socket file
+    /// (nobody answers on it) is replaced, a live one refused.
     pub fn bind(addr: &Address) -> std::io::Result<Listener> {
         match addr {
             Address::Unix(p) => {
                 if p.exists() {
+                    if std::os::unix::net::UnixStream::connect(p).is_ok() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AddrInUse,
+                            format!("another server already listens on {}", p.display()),
+                        ));
+                    }
                     std::fs::remove_file(p)?;
                 }
                 Ok(Listener::Unix(UnixListener::bind(p)?))
