@@ -5,7 +5,7 @@
 
 use crate::lifecycle::Action;
 use crate::registry::{pop_challenge, RegistryError};
-use crate::store::{new_id, now, Store, StoreError};
+use crate::store::{new_id, Store, StoreError};
 use crate::AuthService;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,7 +14,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use sqlx::Row;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use utoipa::{OpenApi, ToSchema};
@@ -61,16 +60,14 @@ pub async fn create_token(
     let mut secret = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
     let secret = hex::encode(secret);
-    sqlx::query(
-        "INSERT INTO api_tokens (id, tenant_id, hash, role, created) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&id)
-    .bind(tenant_id)
-    .bind(hex::encode(sha2::Sha256::digest(secret.as_bytes())))
-    .bind(role.as_str())
-    .bind(now())
-    .execute(&store.pool)
-    .await?;
+    store
+        .insert_token(
+            &id,
+            tenant_id,
+            &hex::encode(sha2::Sha256::digest(secret.as_bytes())),
+            role.as_str(),
+        )
+        .await?;
     store
         .audit(Some(tenant_id), "token", &id, "created", role.as_str())
         .await?;
@@ -155,18 +152,12 @@ async fn caller(
         .ok_or_else(unauthorized)?;
     let rest = token.strip_prefix("ink_").ok_or_else(unauthorized)?;
     let (id, secret) = rest.split_once('_').ok_or_else(unauthorized)?;
-    let row = sqlx::query("SELECT tenant_id, hash, role FROM api_tokens WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&store.pool)
-        .await
-        .map_err(StoreError::from)?;
-    let Some(row) = row else {
+    let Some((tenant_id, hash, role)) = store.token(id).await? else {
         store
             .audit(None, "api", what, "denied", "unknown token")
             .await?;
         return Err(unauthorized());
     };
-    let hash: String = row.try_get("hash").map_err(StoreError::from)?;
     let given = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
     if !bool::from(given.as_bytes().ct_eq(hash.as_bytes())) {
         store
@@ -180,8 +171,7 @@ async fn caller(
             .await?;
         return Err(unauthorized());
     }
-    let tenant_id: String = row.try_get("tenant_id").map_err(StoreError::from)?;
-    let role = Role::parse(&row.try_get::<String, _>("role").map_err(StoreError::from)?)
+    let role = Role::parse(&role)
         .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "bad role".into()))?;
     if role < need {
         store

@@ -3,9 +3,8 @@
 //! Devices learn of their update by polling `firmware/next` and report
 //! progress to `firmware/report`, both inside OSCORE.
 
-use crate::store::{new_id, now, StoreError};
+use crate::store::{new_id, StoreError};
 use crate::AuthService;
-use sqlx::Row;
 
 /// How a campaign picks its devices among the firmware's family.
 #[derive(Clone, Debug)]
@@ -48,8 +47,87 @@ pub struct Progress {
     pub detail: Option<String>,
 }
 
-fn db(e: sqlx::Error) -> CampaignError {
-    CampaignError::Store(StoreError::from(e))
+/// The state of a campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CampaignState {
+    /// Offering its open stages.
+    Running,
+    /// Stopped by the failure threshold.
+    Stopped,
+    /// Every stage done.
+    Completed,
+}
+
+impl CampaignState {
+    /// The store's text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignState::Running => "running",
+            CampaignState::Stopped => "stopped",
+            CampaignState::Completed => "completed",
+        }
+    }
+
+    /// From the store's text.
+    pub fn parse(s: &str) -> Option<CampaignState> {
+        [
+            CampaignState::Running,
+            CampaignState::Stopped,
+            CampaignState::Completed,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// Where one device is in a campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateState {
+    /// Its stage is not open yet, or it has not polled.
+    Pending,
+    /// Told of the update.
+    Offered,
+    /// Downloading.
+    Downloading,
+    /// Installed, in its trial boot.
+    Installed,
+    /// Confirmed.
+    Succeeded,
+    /// Failed.
+    Failed,
+}
+
+impl UpdateState {
+    /// The store's text (and the device's report).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateState::Pending => "pending",
+            UpdateState::Offered => "offered",
+            UpdateState::Downloading => "downloading",
+            UpdateState::Installed => "installed",
+            UpdateState::Succeeded => "succeeded",
+            UpdateState::Failed => "failed",
+        }
+    }
+
+    /// From the store's text.
+    pub fn parse(s: &str) -> Option<UpdateState> {
+        [
+            UpdateState::Pending,
+            UpdateState::Offered,
+            UpdateState::Downloading,
+            UpdateState::Installed,
+            UpdateState::Succeeded,
+            UpdateState::Failed,
+        ]
+        .into_iter()
+        .find(|u| u.as_str() == s)
+    }
+
+    /// A final state.
+    pub fn is_final(self) -> bool {
+        matches!(self, UpdateState::Succeeded | UpdateState::Failed)
+    }
 }
 
 /// Creates a campaign: the targets are split into `stages` cumulative
@@ -77,20 +155,12 @@ pub async fn create(
             "the failure threshold is a percentage",
         ));
     }
-    let pool = &auth.registry.store.pool;
-    let fam: String =
-        sqlx::query("SELECT family_id FROM firmware WHERE id = $1 AND tenant_id = $2")
-            .bind(firmware_id)
-            .bind(tenant_id)
-            .fetch_optional(pool)
-            .await
-            .map_err(db)?
-            .ok_or(CampaignError::UnknownFirmware)?
-            .try_get("family_id")
-            .map_err(db)?;
-    let mut devices: Vec<String> = auth
-        .registry
-        .store
+    let store = &auth.registry.store;
+    let fam = store
+        .firmware_family(tenant_id, firmware_id)
+        .await?
+        .ok_or(CampaignError::UnknownFirmware)?;
+    let mut devices: Vec<String> = store
         .devices_of_family(tenant_id, &fam)
         .await?
         .into_iter()
@@ -116,41 +186,30 @@ pub async fn create(
     }
     devices.sort_by_key(|d| <sha2::Sha256 as sha2::Digest>::digest(d.as_bytes()).to_vec());
     let id = new_id();
-    let mut tx = pool.begin().await.map_err(db)?;
-    sqlx::query(
-        "INSERT INTO campaigns (id, tenant_id, firmware_id, stages, stage, threshold, state, created) \
-         VALUES ($1, $2, $3, $4, 0, $5, 'running', $6)",
-    )
-    .bind(&id)
-    .bind(tenant_id)
-    .bind(firmware_id)
-    .bind(i64::try_from(stages.len()).unwrap_or(1))
-    .bind(i64::from(threshold_pct))
-    .bind(now())
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
     let n = devices.len();
-    for (k, d) in devices.iter().enumerate() {
-        // The first stage whose cumulative share covers this device.
-        let stage = stages
-            .iter()
-            .position(|p| k < (n * usize::from(*p)).div_ceil(100))
-            .unwrap_or(stages.len() - 1);
-        sqlx::query(
-            "INSERT INTO campaign_devices (campaign_id, device_id, stage, state, updated) VALUES ($1, $2, $3, 'pending', $4)",
+    let staged: Vec<(String, i64)> = devices
+        .into_iter()
+        .enumerate()
+        .map(|(k, d)| {
+            // The first stage whose cumulative share covers this device.
+            let stage = stages
+                .iter()
+                .position(|p| k < (n * usize::from(*p)).div_ceil(100))
+                .unwrap_or(stages.len() - 1);
+            (d, i64::try_from(stage).unwrap_or(0))
+        })
+        .collect();
+    store
+        .insert_campaign(
+            &id,
+            tenant_id,
+            firmware_id,
+            i64::try_from(stages.len()).unwrap_or(1),
+            i64::from(threshold_pct),
+            &staged,
         )
-        .bind(&id)
-        .bind(d)
-        .bind(i64::try_from(stage).unwrap_or(0))
-        .bind(now())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    }
-    tx.commit().await.map_err(db)?;
-    auth.registry
-        .store
+        .await?;
+    store
         .audit(
             Some(tenant_id),
             "campaign-create",
@@ -168,23 +227,7 @@ pub async fn next_for(
     auth: &AuthService,
     device_id: &str,
 ) -> Result<Option<(String, String)>, StoreError> {
-    let r = sqlx::query(
-        "SELECT c.id, c.firmware_id FROM campaign_devices cd JOIN campaigns c ON c.id = cd.campaign_id \
-         WHERE cd.device_id = $1 AND c.state = 'running' AND cd.stage <= c.stage \
-         AND cd.state IN ('pending', 'offered', 'downloading', 'installed') ORDER BY c.created LIMIT 1",
-    )
-    .bind(device_id)
-    .fetch_optional(&auth.registry.store.pool)
-    .await?;
-    let Some(r) = r else { return Ok(None) };
-    let (c, f): (String, String) = (r.try_get("id")?, r.try_get("firmware_id")?);
-    sqlx::query("UPDATE campaign_devices SET state = 'offered', updated = $1 WHERE campaign_id = $2 AND device_id = $3 AND state = 'pending'")
-        .bind(now())
-        .bind(&c)
-        .bind(device_id)
-        .execute(&auth.registry.store.pool)
-        .await?;
-    Ok(Some((c, f)))
+    auth.registry.store.offer_update(device_id).await
 }
 
 /// Records a device's progress; on a final state, stops the campaign if
@@ -197,71 +240,40 @@ pub async fn report(
     state: &str,
     detail: &str,
 ) -> Result<bool, StoreError> {
-    if !["downloading", "installed", "succeeded", "failed"].contains(&state) {
+    let Some(state) = UpdateState::parse(state)
+        .filter(|s| !matches!(s, UpdateState::Pending | UpdateState::Offered))
+    else {
+        return Ok(false);
+    };
+    if !auth
+        .registry
+        .store
+        .report_update(campaign_id, device_id, state, detail)
+        .await?
+    {
         return Ok(false);
     }
-    let pool = &auth.registry.store.pool;
-    let n = sqlx::query(
-        "UPDATE campaign_devices SET state = $1, detail = $2, updated = $3 \
-         WHERE campaign_id = $4 AND device_id = $5 AND state NOT IN ('succeeded', 'failed')",
-    )
-    .bind(state)
-    .bind(detail)
-    .bind(now())
-    .bind(campaign_id)
-    .bind(device_id)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if n == 0 {
-        return Ok(false);
-    }
-    if state == "succeeded" {
-        sqlx::query(
-            "UPDATE devices SET firmware_version = (SELECT f.version FROM firmware f JOIN campaigns c ON c.firmware_id = f.id WHERE c.id = $1) WHERE id = $2",
-        )
-        .bind(campaign_id)
-        .bind(device_id)
-        .execute(pool)
-        .await?;
-    }
-    if state == "succeeded" || state == "failed" {
+    if state.is_final() {
         evaluate(auth, campaign_id).await?;
     }
     Ok(true)
 }
 
 async fn evaluate(auth: &AuthService, campaign_id: &str) -> Result<(), StoreError> {
-    let pool = &auth.registry.store.pool;
-    let c = sqlx::query("SELECT stage, stages, threshold, state FROM campaigns WHERE id = $1")
-        .bind(campaign_id)
-        .fetch_one(pool)
-        .await?;
-    let (stage, stages, threshold, state): (i64, i64, i64, String) = (
-        c.try_get("stage")?,
-        c.try_get("stages")?,
-        c.try_get("threshold")?,
-        c.try_get("state")?,
-    );
-    if state != "running" {
+    let store = &auth.registry.store;
+    let (stage, stages, threshold, state) = store.campaign(campaign_id).await?;
+    if state != CampaignState::Running {
         return Ok(());
     }
-    let counts = sqlx::query(
-        "SELECT state, COUNT(*) AS n FROM campaign_devices WHERE campaign_id = $1 AND stage <= $2 GROUP BY state",
-    )
-    .bind(campaign_id)
-    .bind(stage)
-    .fetch_all(pool)
-    .await?;
+    let counts = store.update_counts(campaign_id, Some(stage)).await?;
     let (mut failed, mut done, mut total) = (0i64, 0i64, 0i64);
-    for r in counts {
-        let s: String = r.try_get("state")?;
-        let n: i64 = r.try_get("n")?;
+    for (s, n) in counts {
         total += n;
-        if s == "failed" {
+        let s = UpdateState::parse(&s);
+        if s == Some(UpdateState::Failed) {
             failed += n;
         }
-        if s == "failed" || s == "succeeded" {
+        if s.is_some_and(UpdateState::is_final) {
             done += n;
         }
     }
@@ -272,29 +284,21 @@ async fn evaluate(auth: &AuthService, campaign_id: &str) -> Result<(), StoreErro
             "stopped at stage {}: {failed} of {total} devices failed (threshold {threshold}%)",
             stage + 1
         );
-        sqlx::query("UPDATE campaigns SET state = 'stopped', detail = $1 WHERE id = $2")
-            .bind(&why)
-            .bind(campaign_id)
-            .execute(pool)
+        store
+            .set_campaign(campaign_id, stage, CampaignState::Stopped, Some(&why))
             .await?;
-        auth.registry
-            .store
+        store
             .audit(None, "campaign-stop", campaign_id, "stopped", &why)
             .await?;
         return Ok(());
     }
     if done == total {
         let (next, st) = if stage + 1 >= stages {
-            (stage, "completed")
+            (stage, CampaignState::Completed)
         } else {
-            (stage + 1, "running")
+            (stage + 1, CampaignState::Running)
         };
-        sqlx::query("UPDATE campaigns SET stage = $1, state = $2 WHERE id = $3")
-            .bind(next)
-            .bind(st)
-            .bind(campaign_id)
-            .execute(pool)
-            .await?;
+        store.set_campaign(campaign_id, next, st, None).await?;
     }
     Ok(())
 }
@@ -305,32 +309,16 @@ pub async fn progress(
     tenant_id: &str,
     campaign_id: &str,
 ) -> Result<Option<Progress>, StoreError> {
-    let pool = &auth.registry.store.pool;
-    let Some(c) = sqlx::query(
-        "SELECT stage, stages, state, detail FROM campaigns WHERE id = $1 AND tenant_id = $2",
-    )
-    .bind(campaign_id)
-    .bind(tenant_id)
-    .fetch_optional(pool)
-    .await?
+    let store = &auth.registry.store;
+    let Some((stage, stages, state, detail)) = store.campaign_in(tenant_id, campaign_id).await?
     else {
         return Ok(None);
     };
-    let mut devices = std::collections::BTreeMap::new();
-    for r in sqlx::query(
-        "SELECT state, COUNT(*) AS n FROM campaign_devices WHERE campaign_id = $1 GROUP BY state",
-    )
-    .bind(campaign_id)
-    .fetch_all(pool)
-    .await?
-    {
-        devices.insert(r.try_get("state")?, r.try_get("n")?);
-    }
     Ok(Some(Progress {
-        state: c.try_get("state")?,
-        stage: c.try_get("stage")?,
-        stages: c.try_get("stages")?,
-        devices,
-        detail: c.try_get("detail")?,
+        state: state.as_str().to_string(),
+        stage,
+        stages,
+        devices: store.update_counts(campaign_id, None).await?,
+        detail,
     }))
 }

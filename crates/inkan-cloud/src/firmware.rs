@@ -5,7 +5,6 @@
 
 use crate::store::StoreError;
 use crate::AuthService;
-use sqlx::Row;
 
 /// Block size served (SZX 6: 1024 bytes).
 pub const BLOCK_SZX: u8 = 6;
@@ -67,21 +66,17 @@ pub async fn upload(
         return Err(UploadError::Image);
     }
     let id = crate::store::new_id();
-    sqlx::query(
-        "INSERT INTO firmware (id, tenant_id, family_id, version, security_version, manifest, image, created) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&id)
-    .bind(tenant_id)
-    .bind(family_id)
-    .bind(&m.firmware_version)
-    .bind(i64::from(m.security_version))
-    .bind(manifest.to_vec())
-    .bind(image.to_vec())
-    .bind(crate::store::now())
-    .execute(&store.pool)
-    .await
-    .map_err(StoreError::from)?;
+    store
+        .insert_firmware(
+            &id,
+            tenant_id,
+            family_id,
+            &m.firmware_version,
+            i64::from(m.security_version),
+            manifest,
+            image,
+        )
+        .await?;
     store
         .audit(
             Some(tenant_id),
@@ -105,20 +100,14 @@ pub async fn block_for(
     firmware_id: &str,
     num: u32,
 ) -> Result<Option<(Vec<u8>, usize, Vec<u8>)>, StoreError> {
-    let r = sqlx::query(
-        "SELECT f.manifest, f.image FROM firmware f JOIN devices d ON d.family_id = f.family_id \
-         AND d.tenant_id = f.tenant_id WHERE f.id = $1 AND d.id = $2",
-    )
-    .bind(firmware_id)
-    .bind(device_id)
-    .fetch_optional(&auth.registry.store.pool)
-    .await?;
-    let Some(r) = r else { return Ok(None) };
-    let manifest: Vec<u8> = r.try_get("manifest")?;
-    let image: Vec<u8> = r.try_get("image")?;
-    let start = (num as usize).saturating_mul(BLOCK_SIZE).min(image.len());
-    let end = (start + BLOCK_SIZE).min(image.len());
-    Ok(Some((manifest, image.len(), image[start..end].to_vec())))
+    let block = i64::try_from(BLOCK_SIZE).unwrap_or(1024);
+    let start = i64::from(num).saturating_mul(block);
+    let found = auth
+        .registry
+        .store
+        .firmware_slice(device_id, firmware_id, start, block)
+        .await?;
+    Ok(found.map(|(manifest, size, part)| (manifest, usize::try_from(size).unwrap_or(0), part)))
 }
 
 /// Encodes a Block2 option value (RFC 7959 §2.2).

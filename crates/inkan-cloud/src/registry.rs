@@ -393,27 +393,26 @@ impl Registry {
             return Err(RegistryError::Duplicate);
         }
         self.check_serial(&serial, &family.id).await?;
-        let mut conn = self.store.pool.acquire().await.map_err(StoreError::from)?;
-        Store::insert_device(
-            &mut conn,
-            Entry {
-                tenant: tenant_id,
-                family_id: Some(&family.id),
-                state: DeviceState::Registered,
-                enrolled_by: "individual",
-                proof: Proof::Family,
-                actor: "operator",
-            },
-            &NewDevice {
-                id: id.clone(),
-                serial: &serial,
-                certificate: cert_der,
-                fingerprint: fp.to_string(),
-                public_key: &cert.public_point(),
-            },
-        )
-        .await
-        .map_err(duplicate)?;
+        self.store
+            .enroll(
+                Entry {
+                    tenant: tenant_id,
+                    family_id: Some(&family.id),
+                    state: DeviceState::Registered,
+                    enrolled_by: "individual",
+                    proof: Proof::Family,
+                    actor: "operator",
+                },
+                &[NewDevice {
+                    id: id.clone(),
+                    serial: &serial,
+                    certificate: cert_der,
+                    fingerprint: fp.to_string(),
+                    public_key: &cert.public_point(),
+                }],
+            )
+            .await
+            .map_err(duplicate)?;
         Ok(id)
     }
 
@@ -504,22 +503,20 @@ impl Registry {
                 public_key: &e.public_key,
             });
         }
-        let mut tx = self.store.pool.begin().await.map_err(StoreError::from)?;
-        Store::insert_devices(
-            &mut tx,
-            Entry {
-                tenant: tenant_id,
-                family_id: Some(&family.id),
-                state: DeviceState::Manufactured,
-                enrolled_by: "manifest",
-                proof: Proof::Family,
-                actor: "manifest",
-            },
-            &rows,
-        )
-        .await
-        .map_err(duplicate)?;
-        tx.commit().await.map_err(StoreError::from)?;
+        self.store
+            .enroll(
+                Entry {
+                    tenant: tenant_id,
+                    family_id: Some(&family.id),
+                    state: DeviceState::Manufactured,
+                    enrolled_by: "manifest",
+                    proof: Proof::Family,
+                    actor: "manifest",
+                },
+                &rows,
+            )
+            .await
+            .map_err(duplicate)?;
         Ok((m.batch.clone(), m.entries.len()))
     }
 
@@ -872,27 +869,26 @@ impl Registry {
                 (device, id, false, false)
             }
             Plan::NewDevice { family, serial, id } => {
-                let mut conn = self.store.pool.acquire().await.map_err(StoreError::from)?;
-                let inserted = Store::insert_device(
-                    &mut conn,
-                    Entry {
-                        tenant: &family.tenant_id,
-                        family_id: Some(&family.id),
-                        state: DeviceState::Active,
-                        enrolled_by: "family",
-                        proof: Proof::Family,
-                        actor: &format!("family {}", family.name),
-                    },
-                    &NewDevice {
-                        id: id.clone(),
-                        serial: &serial,
-                        certificate: &leaf_der,
-                        fingerprint: fp.clone(),
-                        public_key: &public_key,
-                    },
-                )
-                .await;
-                drop(conn);
+                let inserted = self
+                    .store
+                    .enroll(
+                        Entry {
+                            tenant: &family.tenant_id,
+                            family_id: Some(&family.id),
+                            state: DeviceState::Active,
+                            enrolled_by: "family",
+                            proof: Proof::Family,
+                            actor: &format!("family {}", family.name),
+                        },
+                        &[NewDevice {
+                            id: id.clone(),
+                            serial: &serial,
+                            certificate: &leaf_der,
+                            fingerprint: fp.clone(),
+                            public_key: &public_key,
+                        }],
+                    )
+                    .await;
                 let enrolled_now = inserted.is_ok();
                 if enrolled_now {
                     self.store
@@ -974,10 +970,9 @@ pub fn device_id_of(cert: &IssuedCert) -> String {
 
 /// A unique violation on insert means the device is already registered.
 fn duplicate(err: StoreError) -> RegistryError {
-    match err {
-        StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-            RegistryError::Duplicate
-        }
-        other => RegistryError::Store(other),
+    if err.is_unique_violation() {
+        RegistryError::Duplicate
+    } else {
+        RegistryError::Store(err)
     }
 }

@@ -814,6 +814,106 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         Err(e) => println!("    a device reaching an impostor cloud: refused by the device ({e})"),
         Ok(_) => anyhow::bail!("a device trusted an impostor cloud"),
     }
+    step(
+        n,
+        "The maker hands three devices to an operator: a transfer signed by the cloud, claimed once by the operator's tenant",
+    );
+    let operator = rt.block_on(auth.registry.store.ensure_tenant("operator"))?;
+    let handed: Vec<String> = devices[2..5]
+        .iter()
+        .map(|s| -> Result<String> {
+            let d = open(s)?;
+            let mut g = d.lock().map_err(|_| anyhow::anyhow!("driver lock"))?;
+            let cert = inkan_device::read_identity(&mut g)?.certificate;
+            Ok(inkan_pki::IssuedCert::from_der(&cert)?
+                .ueid()
+                .context("a UEID in the certificate")?
+                .to_hex())
+        })
+        .collect::<Result<_>>()?;
+    let as_maker = inkan_cloud::devices::Actor {
+        tenant_id: &tenant,
+        who: "maker admin",
+    };
+    let as_operator = inkan_cloud::devices::Actor {
+        tenant_id: &operator,
+        who: "operator admin",
+    };
+    let doc = rt.block_on(inkan_cloud::devices::offer_transfer(
+        &auth, as_maker, "demo", "operator", &handed, 3600,
+    ))?;
+    let got = rt.block_on(inkan_cloud::devices::claim_transfer(
+        &auth,
+        as_operator,
+        "operator",
+        &doc,
+    ))?;
+    println!(
+        "    transfer of {} bytes claimed: {} devices now belong to the operator",
+        doc.len(),
+        got.len()
+    );
+    match rt.block_on(inkan_cloud::devices::claim_transfer(
+        &auth,
+        as_operator,
+        "operator",
+        &doc,
+    )) {
+        Err(e) => println!("    the same transfer again: refused ({e})"),
+        Ok(_) => anyhow::bail!("a transfer was claimed twice"),
+    }
+    for (s, id) in devices[2..5].iter().zip(&handed) {
+        inkan_device::connect(open(s)?, addr, inkan_device::Retransmission::default())?;
+        let owner = rt
+            .block_on(auth.registry.store.device(id))?
+            .context("device row")?;
+        println!(
+            "    {} (UEID {id}) authenticates to its new owner, not reflashed: {}",
+            s.serial,
+            owner.state
+        );
+    }
+    println!(
+        "    the maker now lists {} of its {} devices; the operator {}",
+        rt.block_on(auth.registry.store.devices_in(&tenant, 1000, 0))?.len(),
+        devices.len(),
+        rt.block_on(auth.registry.store.devices_in(&operator, 1000, 0))?.len()
+    );
+
+    step(
+        n,
+        "The operator decommissions one device: credentials revoked, and at its next contact the chip verifies the erase order and destroys its secrets",
+    );
+    let gone = &devices[4];
+    let r = rt.block_on(inkan_cloud::devices::decommission(
+        &auth,
+        as_operator,
+        &handed[2],
+        false,
+        "end of service",
+    ))?;
+    println!(
+        "    {} decommissioned; erase order {} queued",
+        gone.serial,
+        r.erase_command.as_deref().unwrap_or("-")
+    );
+    let d = open(gone)?;
+    let c = inkan_device::connect(d.clone(), addr, inkan_device::Retransmission::default())?;
+    let mut up = inkan_device::Uplink::new(&c, addr, inkan_device::Retransmission::default())?;
+    let mut executed = inkan_device::Executed::open(None)?;
+    let mut nothing =
+        |_: &inkan_proto::command::Command| -> Result<String, String> { Err("no actuator".into()) };
+    match inkan_device::poll_and_run(&mut up, &d, &mut executed, &mut nothing)? {
+        inkan_device::Polled::Ran(c, o, detail) => {
+            println!("    {}: {} ({detail})", c.action, o.state())
+        }
+        other => anyhow::bail!("the erase order did not run: {other:?}"),
+    }
+    match inkan_device::connect(d, addr, inkan_device::Retransmission::default()) {
+        Err(e) => println!("    it tries to authenticate again: impossible ({e})"),
+        Ok(_) => anyhow::bail!("a decommissioned device authenticated"),
+    }
+
     let audit = rt.block_on(auth.registry.store.audit_tail(100))?;
     let refused = audit.iter().filter(|(_, _, o, _)| o == "refused").count();
     println!(
@@ -821,7 +921,7 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         audit.len()
     );
     Ok(format!(
-        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, {acked} readings stored under OSCORE, a command verified by a chip and run, a firmware campaign to every device and a downgrade refused, 5 attacks refused",
+        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, {acked} readings stored under OSCORE, a command verified by a chip and run, a firmware campaign to every device and a downgrade refused, 5 attacks refused, 3 devices handed to an operator and 1 decommissioned",
         lamps.len()
     ))
 }

@@ -295,6 +295,19 @@ impl Store {
         })
     }
 
+    /// Enrols devices (each with its first credential and entry event) in
+    /// one transaction: all or none.
+    pub async fn enroll(
+        &self,
+        entry: Entry<'_>,
+        devices: &[NewDevice<'_>],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        Self::insert_devices(&mut tx, entry, devices).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Inserts a device with its first credential and the event of its
     /// entry (in the caller's transaction).
     pub async fn insert_device(
