@@ -42,7 +42,31 @@ impl AuthError {
     pub fn reason(&self) -> String {
         self.to_string()
     }
+
+    /// What the device is told: a fixed reason, never database or library
+    /// text (the audit log has the detail).
+    pub fn public_reason(&self) -> String {
+        match self {
+            AuthError::Store(_) | AuthError::Registry(RegistryError::Store(_)) => {
+                "internal error".into()
+            }
+            AuthError::Registry(RegistryError::Malformed(_)) => "malformed certificate".into(),
+            other => other.to_string(),
+        }
+    }
 }
+
+/// Refusals at message_1 (nothing identifies a tenant yet), counted per
+/// reason and written to the audit log at most once per interval: a flood
+/// cannot grow the log without bound.
+#[derive(Default)]
+struct RefusalTally {
+    since: Option<std::time::Instant>,
+    counts: std::collections::BTreeMap<String, u64>,
+}
+
+/// How often aggregated message_1 refusals are written.
+pub const REFUSAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Limits on pending exchanges.
 #[derive(Clone, Copy, Debug)]
@@ -228,6 +252,7 @@ pub struct AuthService {
     command_key: Option<Box<dyn inkan_pki::CaSigner>>,
     previous_command_key: Option<Box<dyn inkan_pki::CaSigner>>,
     firmware_key: Option<Vec<u8>>,
+    refusals: Mutex<RefusalTally>,
 }
 
 fn conn_id_hex(c: &ConnId) -> String {
@@ -254,6 +279,7 @@ impl AuthService {
             command_key: None,
             previous_command_key: None,
             firmware_key: None,
+            refusals: Mutex::new(RefusalTally::default()),
         }
     }
 
@@ -292,9 +318,61 @@ impl AuthService {
         self.command_key.as_deref()
     }
 
+    /// Counts a message_1 refusal; the first of an interval is written at
+    /// once, the others as one aggregated entry per reason when the next
+    /// interval begins.
+    async fn refused_at_message_1(&self, reason: &str) {
+        let due: Vec<(String, u64)> = {
+            let Ok(mut t) = self.refusals.lock() else {
+                return;
+            };
+            let now = std::time::Instant::now();
+            match t.since {
+                Some(since) if now.duration_since(since) < REFUSAL_INTERVAL => {
+                    *t.counts.entry(reason.to_string()).or_default() += 1;
+                    Vec::new()
+                }
+                _ => {
+                    let mut out: Vec<(String, u64)> = std::mem::take(&mut t.counts)
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .collect();
+                    out.push((reason.to_string(), 1));
+                    t.since = Some(now);
+                    out
+                }
+            }
+        };
+        for (r, n) in due {
+            let _ = self
+                .registry
+                .store
+                .audit(
+                    None,
+                    "authenticate",
+                    "message_1",
+                    "refused",
+                    &format!("{n} x {r}"),
+                )
+                .await;
+        }
+    }
+
     /// Handles message_1; returns message_2. Errors carry the EDHOC error
     /// message to send.
     pub async fn message_1(&self, m1: &[u8], peer: &str) -> Result<Vec<u8>, (AuthError, Vec<u8>)> {
+        let r = self.message_1_inner(m1, peer).await;
+        if let Err((e, _)) = &r {
+            self.refused_at_message_1(&e.reason()).await;
+        }
+        r
+    }
+
+    async fn message_1_inner(
+        &self,
+        m1: &[u8],
+        peer: &str,
+    ) -> Result<Vec<u8>, (AuthError, Vec<u8>)> {
         let supported = self.identity.suites();
         let r1 = Responder::process_message_1(m1, &supported).map_err(|e| {
             let msg = Responder::error_for(&e, &supported);
@@ -347,17 +425,6 @@ impl AuthService {
             .await
             .map_err(|e| (AuthError::Store(e), Vec::new()))?;
         if !stored {
-            let _ = self
-                .registry
-                .store
-                .audit(
-                    None,
-                    "authenticate",
-                    peer,
-                    "refused",
-                    "too many pending exchanges",
-                )
-                .await;
             return Err((
                 AuthError::Busy,
                 inkan_proto::edhoc::error_message(

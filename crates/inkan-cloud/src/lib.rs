@@ -8,9 +8,9 @@ pub mod devices;
 pub mod firmware;
 pub mod lifecycle;
 pub mod registry;
+pub mod resources;
 pub mod server;
 pub mod store;
-pub mod telemetry;
 
 pub use auth::{AuthError, AuthService, CloudIdentity, Limits};
 pub use registry::{Registry, RegistryError};

@@ -68,7 +68,7 @@ pub async fn handle(auth: &AuthService, bytes: &[u8], peer: SocketAddr) -> Optio
         if p.get_first_option(coap_lite::CoapOption::Oscore).is_some()
             && matches!(p.header.code, coap_lite::MessageClass::Request(_))
         {
-            let rsp = crate::telemetry::handle(auth, &p, &peer.to_string()).await;
+            let rsp = crate::resources::handle(auth, &p, &peer.to_string()).await;
             return rsp.to_bytes_unlimited().ok();
         }
     }
@@ -100,7 +100,7 @@ pub async fn handle(auth: &AuthService, bytes: &[u8], peer: SocketAddr) -> Optio
                 Code::BadRequest,
                 inkan_proto::edhoc::error_message(
                     1,
-                    &inkan_proto::edhoc::ErrorInfo::Text(e.reason()),
+                    &inkan_proto::edhoc::ErrorInfo::Text(e.public_reason()),
                 ),
             ),
         },

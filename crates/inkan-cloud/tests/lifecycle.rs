@@ -28,7 +28,8 @@ on_both_stores!(
     a_device_keeps_its_identity_across_credentials,
     commands_are_bound_to_the_devices_identity_and_credential,
     a_transfer_moves_devices_to_the_buyer_alone,
-    decommissioned_devices_erase_their_secrets_online_and_offline
+    decommissioned_devices_erase_their_secrets_online_and_offline,
+    refusals_at_message_1_are_audited_in_bounded_aggregates
 );
 
 /// One EDHOC exchange in which chip `i` presents `cert` and signs with the
@@ -203,11 +204,15 @@ fn a_device_keeps_its_identity_across_credentials(db: Db) {
         tenant_id: &tenant,
         who: "test operator",
     };
+    let first_cred = creds
+        .iter()
+        .find(|c| c.fingerprint == inkan_cloud::registry::fingerprint(&first.der))
+        .unwrap();
     rt.block_on(devices::end_credential(
         &auth,
         actor,
         &a.device.device_id,
-        &creds[0].id,
+        &first_cred.id,
         CredentialState::Retired,
     ))
     .unwrap();
@@ -555,4 +560,26 @@ fn decommissioned_devices_erase_their_secrets_online_and_offline(db: Db) {
     }
     let fam = rt.block_on(store.families()).unwrap();
     assert_eq!(rt.block_on(store.revocations(&fam[0].id)).unwrap().len(), 2);
+}
+
+/// A flood of message_1 the cloud refuses (an unsupported suite): audited,
+/// but as counts per reason per interval, not a row per datagram.
+fn refusals_at_message_1_are_audited_in_bounded_aggregates(db: Db) {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = service(&w, &url(db, dir.path(), &rt), &rt);
+    let mut m1 = vec![0x00, 0x18, 0x63, 0x58, 0x20];
+    m1.extend_from_slice(&[7u8; 32]);
+    m1.push(0x37);
+    for _ in 0..300 {
+        assert!(rt.block_on(auth.message_1(&m1, "flood")).is_err());
+    }
+    let audit = rt.block_on(auth.registry.store.audit_tail(1000)).unwrap();
+    let rows: Vec<_> = audit
+        .iter()
+        .filter(|(k, s, o, _)| k == "authenticate" && s == "message_1" && o == "refused")
+        .collect();
+    assert_eq!(rows.len(), 1, "one row for the interval so far: {rows:?}");
+    assert!(rows[0].3.starts_with("1 x "), "{:?}", rows[0]);
 }

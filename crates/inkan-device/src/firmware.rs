@@ -472,12 +472,16 @@ fn report(
     state: &str,
     detail: &str,
 ) -> Result<(), crate::UplinkError> {
-    let mut v = Vec::new();
-    inkan_proto::cbor::array(&mut v, 3);
-    inkan_proto::cbor::tstr(&mut v, campaign);
-    inkan_proto::cbor::tstr(&mut v, state);
-    inkan_proto::cbor::tstr(&mut v, detail);
-    up.request(coap_lite::RequestType::Post, "firmware/report", v)?;
+    let report = inkan_proto::resources::FirmwareReport {
+        campaign: campaign.to_string(),
+        state: state.to_string(),
+        detail: detail.to_string(),
+    };
+    up.request(
+        coap_lite::RequestType::Post,
+        inkan_proto::resources::FIRMWARE_REPORT,
+        report.encode(),
+    )?;
     Ok(())
 }
 
@@ -493,21 +497,18 @@ pub fn update_once<T: Transport>(
     self_test: &mut dyn FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<UpdateOutcome, crate::UplinkError> {
     let offer = up
-        .request(coap_lite::RequestType::Post, "firmware/next", Vec::new())?
+        .request(
+            coap_lite::RequestType::Post,
+            inkan_proto::resources::FIRMWARE_NEXT,
+            Vec::new(),
+        )?
         .payload;
     if offer.is_empty() {
         return Ok(UpdateOutcome::Nothing);
     }
-    let mut d = inkan_proto::cbor::Decoder::new(&offer);
-    let text = |d: &mut inkan_proto::cbor::Decoder<'_>| {
-        d.tstr()
-            .ok()
-            .and_then(|t| String::from_utf8(t.to_vec()).ok())
-    };
-    let (campaign, firmware) = match (d.array(), text(&mut d), text(&mut d)) {
-        (Ok(2), Some(c), Some(f)) => (c, f),
-        _ => return Err(crate::UplinkError::Coap("malformed update offer".into())),
-    };
+    let inkan_proto::resources::FirmwareOffer { campaign, firmware } =
+        inkan_proto::resources::FirmwareOffer::decode(&offer)
+            .map_err(|e| crate::UplinkError::Coap(e.to_string()))?;
     report(up, &campaign, "downloading", "")?;
     let manifest = up.firmware_manifest(&firmware)?;
     let file = work.join(format!("{firmware}.part"));

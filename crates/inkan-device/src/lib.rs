@@ -526,7 +526,7 @@ impl Uplink {
         let payload = inkan_proto::telemetry::encode_batch(readings);
         let rsp = self.request(
             coap_lite::RequestType::Post,
-            inkan_proto::telemetry::PATH,
+            inkan_proto::resources::TELEMETRY,
             payload,
         )?;
         let mut d = inkan_proto::cbor::Decoder::new(&rsp.payload);
@@ -566,7 +566,7 @@ impl Uplink {
         })?;
         let rsp = self.request(
             coap_lite::RequestType::Post,
-            inkan_proto::telemetry::PATH,
+            inkan_proto::resources::TELEMETRY,
             signed,
         )?;
         let mut d = inkan_proto::cbor::Decoder::new(&rsp.payload);
@@ -591,7 +591,7 @@ impl Uplink {
         Ok(self
             .request(
                 coap_lite::RequestType::Get,
-                &format!("firmware/{id}/manifest"),
+                &inkan_proto::resources::Resource::FirmwareManifest(id.to_string()).path(),
                 Vec::new(),
             )?
             .payload)
@@ -630,7 +630,7 @@ impl Uplink {
             let skip = b.iter().take_while(|x| **x == 0).count();
             let rsp = self.request_with(
                 coap_lite::RequestType::Get,
-                &format!("firmware/{id}"),
+                &inkan_proto::resources::Resource::FirmwareImage(id.to_string()).path(),
                 Vec::new(),
                 &[(coap_lite::CoapOption::Block2, b[skip..].to_vec())],
             )?;
@@ -880,7 +880,7 @@ impl Uplink {
     pub fn next_command(&mut self) -> Result<Option<Vec<u8>>, UplinkError> {
         let r = self.request(
             coap_lite::RequestType::Post,
-            inkan_proto::command::NEXT_PATH,
+            inkan_proto::resources::COMMANDS_NEXT,
             Vec::new(),
         )?;
         Ok((!r.payload.is_empty()).then_some(r.payload))
@@ -895,7 +895,7 @@ impl Uplink {
     ) -> Result<bool, UplinkError> {
         let r = self.request(
             coap_lite::RequestType::Post,
-            inkan_proto::command::RESULT_PATH,
+            inkan_proto::resources::COMMANDS_RESULT,
             inkan_proto::command::encode_result(id, outcome, detail),
         )?;
         Ok(r.payload == [1])

@@ -5,5 +5,6 @@ pub mod coap;
 pub mod command;
 pub mod edhoc;
 pub mod oscore;
+pub mod resources;
 pub mod telemetry;
 pub mod transfer;

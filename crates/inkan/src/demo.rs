@@ -869,15 +869,16 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
             .context("device row")?;
         println!(
             "    {} (UEID {id}) authenticates to its new owner, not reflashed: {}",
-            s.serial,
-            owner.state
+            s.serial, owner.state
         );
     }
     println!(
         "    the maker now lists {} of its {} devices; the operator {}",
-        rt.block_on(auth.registry.store.devices_in(&tenant, 1000, 0))?.len(),
+        rt.block_on(auth.registry.store.devices_in(&tenant, 1000, 0))?
+            .len(),
         devices.len(),
-        rt.block_on(auth.registry.store.devices_in(&operator, 1000, 0))?.len()
+        rt.block_on(auth.registry.store.devices_in(&operator, 1000, 0))?
+            .len()
     );
 
     step(
