@@ -1,9 +1,10 @@
-//! Device authentication: EDHOC responder. The state between message_2 and
+//! Device authentication: the EDHOC responder of the [`App`]. The state between message_2 and
 //! message_3 lives in the store (any replica can finish an exchange), is
 //! capped in number, expires, and is taken exactly once.
 
-use crate::registry::{Authorized, Registry, RegistryError};
+use crate::registry::{Authorized, RegistryError};
 use crate::store::StoreError;
+use crate::App;
 use inkan_proto::edhoc::crypto::{SignatureKey, SoftwareEphemeral, SoftwareSigner};
 use inkan_proto::edhoc::{
     ConnId, Credential, EdhocError, IdCred, IdCredKind, Responder, ResponderAwaitingMessage3, Suite,
@@ -60,9 +61,9 @@ impl AuthError {
 /// reason and written to the audit log at most once per interval: a flood
 /// cannot grow the log without bound.
 #[derive(Default)]
-struct RefusalTally {
-    since: Option<std::time::Instant>,
-    counts: std::collections::BTreeMap<String, u64>,
+pub(crate) struct RefusalTally {
+    pub(crate) since: Option<std::time::Instant>,
+    pub(crate) counts: std::collections::BTreeMap<String, u64>,
 }
 
 /// How often aggregated message_1 refusals are written.
@@ -243,81 +244,11 @@ pub struct Authenticated {
     pub message_4: Vec<u8>,
 }
 
-/// The authentication service.
-pub struct AuthService {
-    /// The registry.
-    pub registry: Registry,
-    identity: CloudIdentity,
-    limits: Limits,
-    command_key: Option<Box<dyn inkan_pki::CaSigner>>,
-    previous_command_key: Option<Box<dyn inkan_pki::CaSigner>>,
-    firmware_key: Option<Vec<u8>>,
-    refusals: Mutex<RefusalTally>,
-}
-
 fn conn_id_hex(c: &ConnId) -> String {
     hex::encode(&c.0)
 }
 
-impl AuthService {
-    /// The cloud's identity (and its session wrap key).
-    pub(crate) fn identity(&self) -> &CloudIdentity {
-        &self.identity
-    }
-
-    /// The limits.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
-    /// A service over a registry.
-    pub fn new(registry: Registry, identity: CloudIdentity, limits: Limits) -> AuthService {
-        AuthService {
-            registry,
-            identity,
-            limits,
-            command_key: None,
-            previous_command_key: None,
-            firmware_key: None,
-            refusals: Mutex::new(RefusalTally::default()),
-        }
-    }
-
-    /// The key commands are signed with (its public half is pinned in the
-    /// devices' zone 2): a key file or a PKCS#11 token.
-    pub fn with_command_key(mut self, key: Box<dyn inkan_pki::CaSigner>) -> AuthService {
-        self.command_key = Some(key);
-        self
-    }
-
-    /// The command key devices pinned before a rotation: it signs only the
-    /// rotation command that hands them the current key.
-    pub fn with_previous_command_key(mut self, key: Box<dyn inkan_pki::CaSigner>) -> AuthService {
-        self.previous_command_key = Some(key);
-        self
-    }
-
-    /// The previous command key, if any.
-    pub fn previous_command_key(&self) -> Option<&dyn inkan_pki::CaSigner> {
-        self.previous_command_key.as_deref()
-    }
-
-    /// The OEM firmware key (SEC1 point) uploads are checked against.
-    pub fn with_firmware_key(mut self, point: Vec<u8>) -> AuthService {
-        self.firmware_key = Some(point);
-        self
-    }
-
-    /// The firmware key, if any.
-    pub fn firmware_key(&self) -> Option<&[u8]> {
-        self.firmware_key.as_deref()
-    }
-
-    /// The command key, if the service has one.
-    pub fn command_key(&self) -> Option<&dyn inkan_pki::CaSigner> {
-        self.command_key.as_deref()
-    }
-
+impl App {
     /// Counts a message_1 refusal; the first of an interval is written at
     /// once, the others as one aggregated entry per reason when the next
     /// interval begins.

@@ -4,7 +4,7 @@
 //! progress to `firmware/report`, both inside OSCORE.
 
 use crate::store::{new_id, StoreError};
-use crate::AuthService;
+use crate::App;
 
 /// How a campaign picks its devices among the firmware's family.
 #[derive(Clone, Debug)]
@@ -134,7 +134,7 @@ impl UpdateState {
 /// percentages (e.g. [10, 50, 100]); it stops when the failed devices are
 /// more than `threshold_pct` percent of the devices of the open stages.
 pub async fn create(
-    auth: &AuthService,
+    auth: &App,
     tenant_id: &str,
     firmware_id: &str,
     target: Target,
@@ -223,10 +223,7 @@ pub async fn create(
 
 /// The update a device should take now: (campaign id, firmware id), if one
 /// of its campaigns is running and has opened its stage.
-pub async fn next_for(
-    auth: &AuthService,
-    device_id: &str,
-) -> Result<Option<(String, String)>, StoreError> {
+pub async fn next_for(auth: &App, device_id: &str) -> Result<Option<(String, String)>, StoreError> {
     auth.registry.store.offer_update(device_id).await
 }
 
@@ -234,7 +231,7 @@ pub async fn next_for(
 /// the stage's failure rate crosses the threshold, or opens the next stage
 /// (or completes) once the stage is done.
 pub async fn report(
-    auth: &AuthService,
+    auth: &App,
     device_id: &str,
     campaign_id: &str,
     state: &str,
@@ -259,7 +256,7 @@ pub async fn report(
     Ok(true)
 }
 
-async fn evaluate(auth: &AuthService, campaign_id: &str) -> Result<(), StoreError> {
+async fn evaluate(auth: &App, campaign_id: &str) -> Result<(), StoreError> {
     let store = &auth.registry.store;
     let (stage, stages, threshold, state) = store.campaign(campaign_id).await?;
     if state != CampaignState::Running {
@@ -305,7 +302,7 @@ async fn evaluate(auth: &AuthService, campaign_id: &str) -> Result<(), StoreErro
 
 /// A campaign's progress, in the tenant.
 pub async fn progress(
-    auth: &AuthService,
+    auth: &App,
     tenant_id: &str,
     campaign_id: &str,
 ) -> Result<Option<Progress>, StoreError> {

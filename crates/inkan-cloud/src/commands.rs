@@ -3,7 +3,7 @@
 //! device polls for it over its OSCORE session.
 
 use crate::store::{DeviceRow, StoreError};
-use crate::AuthService;
+use crate::App;
 use inkan_proto::command::Command;
 
 /// The action that hands devices a new command key (see
@@ -33,7 +33,7 @@ pub enum IssueError {
 /// Signs and queues `action(args)` for each device; returns (command id,
 /// device id) pairs.
 pub async fn issue(
-    auth: &AuthService,
+    auth: &App,
     tenant_id: &str,
     devices: &[DeviceRow],
     action: &str,
@@ -105,7 +105,7 @@ pub async fn issue(
 /// Signs a command for one device, bound to its identity and to the
 /// credential it authenticates with; returns its id (hex) and COSE.
 pub(crate) async fn sign_for(
-    auth: &AuthService,
+    auth: &App,
     key: &dyn inkan_pki::CaSigner,
     d: &DeviceRow,
     action: &str,

@@ -7,7 +7,7 @@
 use crate::lifecycle::{self, Action, CredentialState, DeviceState};
 use crate::registry::{fingerprint, RegistryError};
 use crate::store::{Decommission, DeviceRow, HistoryEntry, TransferRecord};
-use crate::AuthService;
+use crate::App;
 use inkan_pki::IssuedCert;
 use inkan_proto::transfer::Transfer;
 
@@ -20,11 +20,7 @@ pub struct Actor<'a> {
     pub who: &'a str,
 }
 
-async fn owned(
-    app: &AuthService,
-    actor: Actor<'_>,
-    device_id: &str,
-) -> Result<DeviceRow, RegistryError> {
+async fn owned(app: &App, actor: Actor<'_>, device_id: &str) -> Result<DeviceRow, RegistryError> {
     app.registry
         .store
         .device_in(actor.tenant_id, device_id)
@@ -35,7 +31,7 @@ async fn owned(
 /// A lifecycle action by the device's own tenant, for tools and tests
 /// that act as its operator.
 pub async fn act_as_owner(
-    app: &AuthService,
+    app: &App,
     device_id: &str,
     action: Action,
     who: &str,
@@ -63,7 +59,7 @@ pub async fn act_as_owner(
 /// revoke (activation is the device's own first authentication;
 /// decommissioning and transfers have their own calls).
 pub async fn act(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     device_id: &str,
     action: Action,
@@ -77,7 +73,7 @@ pub async fn act(
 }
 
 async fn act_inner(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     d: &DeviceRow,
     action: Action,
@@ -108,7 +104,7 @@ async fn act_inner(
 }
 
 async fn audit<T>(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     d: &DeviceRow,
     kind: &str,
@@ -150,7 +146,7 @@ pub struct Decommissioned {
 /// queued; an offline device gets it at its next contact, the only thing a
 /// decommissioned device can still do.
 pub async fn decommission(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     device_id: &str,
     purge_readings: bool,
@@ -163,7 +159,7 @@ pub async fn decommission(
 }
 
 async fn decommission_inner(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     d: &DeviceRow,
     purge_readings: bool,
@@ -222,7 +218,7 @@ async fn decommission_inner(
 /// device's family, for the same chip serial and the same identity (UEID),
 /// valid now. The device keeps its id, readings and history.
 pub async fn add_credential(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     device_id: &str,
     cert_der: &[u8],
@@ -234,7 +230,7 @@ pub async fn add_credential(
 }
 
 async fn add_credential_inner(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     d: &DeviceRow,
     cert_der: &[u8],
@@ -287,7 +283,7 @@ async fn add_credential_inner(
 
 /// Retires (or revokes) one credential of a device: refused from now on.
 pub async fn end_credential(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     device_id: &str,
     credential_id: &str,
@@ -315,7 +311,7 @@ pub async fn end_credential(
 
 /// The devices of a seller named in a transfer offer.
 pub async fn offer_transfer(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     seller_name: &str,
     buyer_name: &str,
@@ -375,7 +371,7 @@ pub async fn offer_transfer(
 /// The buyer claims a transfer: from now on the devices, their data and
 /// actions are the buyer's alone. Returns the devices received.
 pub async fn claim_transfer(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     buyer_name: &str,
     document: &[u8],
@@ -421,7 +417,7 @@ pub async fn claim_transfer(
 }
 
 async fn claim_inner(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     buyer_name: &str,
     document: &[u8],
@@ -485,7 +481,7 @@ async fn claim_inner(
 
 /// A device's history (its owner only).
 pub async fn history(
-    app: &AuthService,
+    app: &App,
     actor: Actor<'_>,
     device_id: &str,
 ) -> Result<Vec<HistoryEntry>, RegistryError> {

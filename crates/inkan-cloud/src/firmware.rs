@@ -4,7 +4,7 @@
 //! session, only to devices of its family.
 
 use crate::store::StoreError;
-use crate::AuthService;
+use crate::App;
 
 /// Block size served (SZX 6: 1024 bytes).
 pub const BLOCK_SZX: u8 = 6;
@@ -41,7 +41,7 @@ pub enum UploadError {
 
 /// Verifies and stores a firmware for a family; returns its id.
 pub async fn upload(
-    auth: &AuthService,
+    auth: &App,
     tenant_id: &str,
     family_id: &str,
     manifest: &[u8],
@@ -95,7 +95,7 @@ pub async fn upload(
 /// A firmware's manifest and one block of its image, if `device_id`'s
 /// family is the firmware's: (manifest, total size, block bytes).
 pub async fn block_for(
-    auth: &AuthService,
+    auth: &App,
     device_id: &str,
     firmware_id: &str,
     num: u32,

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod campaigns;
 pub mod commands;
@@ -12,6 +13,7 @@ pub mod resources;
 pub mod server;
 pub mod store;
 
-pub use auth::{AuthError, AuthService, CloudIdentity, Limits};
+pub use app::App;
+pub use auth::{AuthError, CloudIdentity, Limits};
 pub use registry::{Registry, RegistryError};
 pub use store::Store;

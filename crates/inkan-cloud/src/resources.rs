@@ -6,9 +6,9 @@
 //! advances the replay window, has committed; every other resource advances
 //! the window before it acts.
 
-use crate::auth::AuthService;
 use crate::lifecycle::DeviceState;
 use crate::store::{DeviceRow, SessionRow, StoreError};
+use crate::App;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use inkan_proto::oscore::{
     ContextParams, OscoreError, OscoreOption, ReplayWindow, RequestBinding, SecurityContext,
@@ -83,7 +83,7 @@ fn response_to(req: &Packet, code: ResponseType) -> Packet {
 }
 
 /// The OSCORE context of a stored session, with its replay window.
-fn context_of(app: &AuthService, s: &SessionRow) -> Result<SecurityContext, ResourceError> {
+fn context_of(app: &App, s: &SessionRow) -> Result<SecurityContext, ResourceError> {
     let blob = s.oscore.as_deref().ok_or(ResourceError::Unwrap)?;
     let secret = app
         .identity()
@@ -109,7 +109,7 @@ fn context_of(app: &AuthService, s: &SessionRow) -> Result<SecurityContext, Reso
 
 /// Handles one OSCORE-protected request; returns the response to send
 /// (protected when the request verified, a plain 4.01/4.00 otherwise).
-pub async fn handle(app: &AuthService, req: &Packet, peer: &str) -> Packet {
+pub async fn handle(app: &App, req: &Packet, peer: &str) -> Packet {
     match handle_inner(app, req).await {
         Ok(rsp) => rsp,
         Err((e, tenant, protected)) => {
@@ -150,7 +150,7 @@ enum Handled {
 
 /// A verified request, with what every handler needs.
 struct Request<'a> {
-    app: &'a AuthService,
+    app: &'a App,
     session: &'a SessionRow,
     device: &'a DeviceRow,
     inner: &'a Packet,
@@ -173,7 +173,7 @@ impl Request<'_> {
     }
 }
 
-async fn handle_inner(app: &AuthService, req: &Packet) -> Result<Packet, Refusal> {
+async fn handle_inner(app: &App, req: &Packet) -> Result<Packet, Refusal> {
     let plain = |e: ResourceError| (e, None, None);
     let opt = req
         .get_first_option(CoapOption::Oscore)

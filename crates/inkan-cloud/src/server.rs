@@ -2,7 +2,7 @@
 //! retransmissions (same peer, same message id) get the same response again
 //! without re-running the exchange (RFC 7252 §4.5).
 
-use crate::auth::AuthService;
+use crate::App;
 use inkan_proto::coap::{self, Code, EdhocRequest};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,7 +61,7 @@ fn too_large(bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
 }
 
 /// Handles one datagram; returns the response to send, if any.
-pub async fn handle(auth: &AuthService, bytes: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
+pub async fn handle(auth: &App, bytes: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
     // OSCORE-protected requests (an OSCORE option) go to the telemetry
     // service; everything else is EDHOC.
     if let Ok(p) = coap_lite::Packet::from_bytes(bytes) {
@@ -109,7 +109,7 @@ pub async fn handle(auth: &AuthService, bytes: &[u8], peer: SocketAddr) -> Optio
 }
 
 /// Serves until the socket fails.
-pub async fn serve(socket: UdpSocket, auth: Arc<AuthService>) -> std::io::Result<()> {
+pub async fn serve(socket: UdpSocket, auth: Arc<App>) -> std::io::Result<()> {
     let socket = Arc::new(socket);
     let dedup = Arc::new(Mutex::new(Dedup::default()));
     // One byte more than the largest request: a datagram that fills the

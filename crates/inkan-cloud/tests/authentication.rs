@@ -13,7 +13,7 @@ use common::{db_url, Db};
 
 use inkan_cloud::auth::AuthError;
 use inkan_cloud::registry::{pop_challenge, RegistryError};
-use inkan_cloud::{AuthService, Limits, Registry, Store};
+use inkan_cloud::{App, Limits, Registry, Store};
 use inkan_device::{connect, ConnectError, SeEphemeral, SeSigner};
 use inkan_factory::personalize::BatchConfig;
 use inkan_factory::Personalizer;
@@ -144,7 +144,7 @@ fn the_device_refuses_a_cloud_without_the_pinned_key(db: Db) {
 fn chip_exchange(
     w: &World,
     i: usize,
-    auth: &AuthService,
+    auth: &App,
     rt: &tokio::runtime::Runtime,
 ) -> (inkan_proto::edhoc::InitiatorDone, Vec<u8>) {
     chip_exchange_with(w, i, auth, rt, false)
@@ -154,7 +154,7 @@ fn chip_exchange(
 fn chip_exchange_with(
     w: &World,
     i: usize,
-    auth: &AuthService,
+    auth: &App,
     rt: &tokio::runtime::Runtime,
     by_hash: bool,
 ) -> (inkan_proto::edhoc::InitiatorDone, Vec<u8>) {
@@ -169,7 +169,7 @@ fn chip_exchange_with(
 fn chip_exchange_presenting(
     w: &World,
     i: usize,
-    auth: &AuthService,
+    auth: &App,
     rt: &tokio::runtime::Runtime,
     cert: Vec<u8>,
     by_hash: bool,
@@ -211,7 +211,7 @@ fn chip_exchange_presenting(
 fn chip_message_3(
     w: &World,
     i: usize,
-    auth: &AuthService,
+    auth: &App,
     rt: &tokio::runtime::Runtime,
 ) -> (ConnId, Vec<u8>) {
     let (done, m3) = chip_exchange(w, i, auth, rt);
@@ -1084,7 +1084,7 @@ fn batch(n: usize, t0: u64) -> Vec<inkan_proto::telemetry::Reading> {
         .collect()
 }
 
-fn stored(auth: &AuthService, rt: &tokio::runtime::Runtime, tenant: &str) -> usize {
+fn stored(auth: &App, rt: &tokio::runtime::Runtime, tenant: &str) -> usize {
     rt.block_on(
         auth.registry
             .store
@@ -1414,7 +1414,7 @@ fn commands_reach_actuators_verified_by_their_chips(db: Db) {
     .unwrap();
     let service = |key: SoftwareKey, previous: Option<SoftwareKey>| {
         let store = rt.block_on(Store::open(&url)).unwrap();
-        let mut a = AuthService::new(
+        let mut a = App::new(
             Registry::new(store),
             identity(&w.cloud_key),
             Limits::default(),
@@ -2220,7 +2220,7 @@ struct FirmwareCloud {
     rt: tokio::runtime::Runtime,
     dir: tempfile::TempDir,
     oem: SoftwareKey,
-    auth: Arc<AuthService>,
+    auth: Arc<App>,
     tenant: String,
     families: Vec<String>,
     addr: SocketAddr,
@@ -2234,7 +2234,7 @@ fn firmware_cloud(db: Db, families: &[&str], per_family: usize) -> FirmwareCloud
     let oem = SoftwareKey::load(&w.factory.dir().join("keys/dev-firmware.key.pem"), b"pw").unwrap();
     let store = rt.block_on(Store::open(&url)).unwrap();
     let auth = Arc::new(
-        AuthService::new(
+        App::new(
             Registry::new(store),
             identity(&w.cloud_key),
             Limits::default(),

@@ -11,7 +11,7 @@ mod common;
 use common::world::*;
 use common::Db;
 
-use inkan_cloud::{AuthService, Limits, Registry, Store};
+use inkan_cloud::{App, Limits, Registry, Store};
 use inkan_device::{connect, poll_and_run, Executed, Polled, Uplink};
 use inkan_pki::pkcs11::{Pkcs11Signer, TokenKey};
 use inkan_pki::{CaSigner, KeyCurve, SoftwareKey};
@@ -45,7 +45,7 @@ fn a_token_held_command_key_after_rotation() {
     .unwrap();
     let store = rt.block_on(Store::open(&url)).unwrap();
     let auth = Arc::new(
-        AuthService::new(
+        App::new(
             Registry::new(store),
             identity(&w.cloud_key),
             Limits::default(),

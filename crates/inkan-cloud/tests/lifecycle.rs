@@ -15,7 +15,7 @@ use inkan_cloud::auth::{AuthError, Authenticated};
 use inkan_cloud::devices::{self, Actor};
 use inkan_cloud::lifecycle::{Action, CredentialState, DeviceState};
 use inkan_cloud::registry::RegistryError;
-use inkan_cloud::{AuthService, Limits, Registry, Store};
+use inkan_cloud::{App, Limits, Registry, Store};
 use inkan_device::{connect, poll_and_run, Executed, Polled, SeEphemeral, SeSigner, Uplink};
 use inkan_pki::{CertPolicy, DeviceProfile, IssuedCert, SoftwareKey};
 use inkan_proto::edhoc::{ConnId, Credential, IdCred, IdCredKind, Initiator, Suite};
@@ -37,7 +37,7 @@ on_both_stores!(
 fn exchange(
     w: &World,
     i: usize,
-    auth: &AuthService,
+    auth: &App,
     rt: &tokio::runtime::Runtime,
     cert: &[u8],
     slot: u8,
@@ -91,7 +91,7 @@ fn issue(
     .der
 }
 
-fn service(w: &World, url: &str, rt: &tokio::runtime::Runtime) -> Arc<AuthService> {
+fn service(w: &World, url: &str, rt: &tokio::runtime::Runtime) -> Arc<App> {
     let k = SoftwareKey::load(
         &w.factory.dir().join("keys/dev-cloud-command.key.pem"),
         b"pw",
@@ -99,7 +99,7 @@ fn service(w: &World, url: &str, rt: &tokio::runtime::Runtime) -> Arc<AuthServic
     .unwrap();
     let store = rt.block_on(Store::open(url)).unwrap();
     Arc::new(
-        AuthService::new(
+        App::new(
             Registry::new(store),
             identity(&w.cloud_key),
             Limits::default(),

@@ -9,7 +9,7 @@ mod common;
 use common::{db_url, Db};
 
 use inkan_cloud::api::{create_token, DeviceView, Role};
-use inkan_cloud::{AuthService, CloudIdentity, Limits, Registry, Store};
+use inkan_cloud::{App, CloudIdentity, Limits, Registry, Store};
 use inkan_pki::{cert, CaSigner, CertPolicy, DeviceProfile, KeyCurve, SoftwareKey};
 use serde_json::json;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ fn api(db: Db) -> Api {
         let k = SoftwareKey::generate(KeyCurve::P256);
         let c = cert::issue_root(&k, "o", "cloud", &CertPolicy::default()).unwrap();
         let SoftwareKey::P256(sk) = &k else { panic!() };
-        let auth = Arc::new(AuthService::new(
+        let auth = Arc::new(App::new(
             Registry::new(store.clone()),
             CloudIdentity::new(&sk.to_bytes(), &c.der).unwrap(),
             Limits::default(),

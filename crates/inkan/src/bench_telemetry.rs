@@ -58,7 +58,7 @@ pub fn run(devices: usize, batches: usize, batch_size: usize, commands: usize) -
             )?;
             let issuer = rt.block_on(async {
                 anyhow::Ok(
-                    inkan_cloud::AuthService::new(
+                    inkan_cloud::App::new(
                         inkan_cloud::Registry::new(inkan_cloud::Store::open(&db).await?),
                         identity,
                         inkan_cloud::Limits::default(),

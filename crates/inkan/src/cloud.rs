@@ -2,7 +2,7 @@
 //! device authenticating to it through its secure element.
 
 use anyhow::{anyhow, bail, Context, Result};
-use inkan_cloud::{AuthService, CloudIdentity, Limits, Registry, Store};
+use inkan_cloud::{App, CloudIdentity, Limits, Registry, Store};
 use inkan_pki::{CertPolicy, SoftwareKey};
 use inkan_se::transport::{self, Address};
 use inkan_se::Driver;
@@ -161,7 +161,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let store = Store::open(&a.db)
             .await
             .with_context(|| format!("opening the store {}", a.db))?;
-        let mut service = AuthService::new(
+        let mut service = App::new(
             Registry::new(store),
             identity,
             Limits {

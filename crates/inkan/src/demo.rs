@@ -392,7 +392,7 @@ fn indent(s: &str) -> String {
 /// The cloud chapter: the service on SQLite, the family registered with
 /// proof of possession, every device authenticated with EDHOC over CoAP.
 fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32) -> Result<String> {
-    use inkan_cloud::{AuthService, Limits, Registry, Store};
+    use inkan_cloud::{App, Limits, Registry, Store};
     use inkan_factory::personalize::{BatchConfig, DeviceSecrets};
     use std::sync::{Arc, Mutex};
 
@@ -423,7 +423,7 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
     let (auth, addr) = rt.block_on(async {
         let store = Store::open(&db_s).await?;
         let auth = Arc::new(
-            AuthService::new(Registry::new(store), identity, Limits::default())
+            App::new(Registry::new(store), identity, Limits::default())
                 .with_command_key(Box::new(command_key))
                 .with_firmware_key(firmware_point),
         );
@@ -796,11 +796,7 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
     let rogue_db = dir.join("rogue.db").to_string_lossy().to_string();
     let rogue_addr = rt.block_on(async {
         let store = Store::open(&rogue_db).await?;
-        let auth = Arc::new(AuthService::new(
-            Registry::new(store),
-            rogue,
-            Limits::default(),
-        ));
+        let auth = Arc::new(App::new(Registry::new(store), rogue, Limits::default()));
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
         let addr = sock.local_addr()?;
         tokio::spawn(inkan_cloud::server::serve(sock, auth));

@@ -288,10 +288,10 @@ impl Store {
         .await?;
         let used: Option<String> = r.map(|r| r.try_get("credential_id")).transpose()?;
         let creds = self.credentials_of(device_id).await?;
-        let active = creds.iter().filter(|c| c.state == CredentialState::Active);
+        let mut active = creds.iter().filter(|c| c.state == CredentialState::Active);
         Ok(match used {
             Some(id) => creds.iter().find(|c| c.id == id).cloned(),
-            None => active.last().cloned(),
+            None => active.next_back().cloned(),
         })
     }
 

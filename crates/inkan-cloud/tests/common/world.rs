@@ -6,7 +6,7 @@
 
 use super::{db_url, Db};
 use inkan_cloud::registry::pop_challenge;
-use inkan_cloud::{AuthService, CloudIdentity, Limits, Registry, Store};
+use inkan_cloud::{App, CloudIdentity, Limits, Registry, Store};
 use inkan_device::{ConnectError, Retransmission, SharedDriver};
 use inkan_factory::personalize::BatchConfig;
 use inkan_factory::{Factory, InitOptions, KeyStore, Personalizer, Secrets};
@@ -85,21 +85,17 @@ pub fn identity(key: &SoftwareKey) -> CloudIdentity {
     CloudIdentity::new(&k.to_bytes(), &cert.der).unwrap()
 }
 
-pub async fn cloud_at(url: &str, key: &SoftwareKey, limits: Limits) -> Arc<AuthService> {
+pub async fn cloud_at(url: &str, key: &SoftwareKey, limits: Limits) -> Arc<App> {
     let store = Store::open(url).await.unwrap();
-    Arc::new(AuthService::new(
-        Registry::new(store),
-        identity(key),
-        limits,
-    ))
+    Arc::new(App::new(Registry::new(store), identity(key), limits))
 }
 
-pub async fn cloud(db: Db, dir: &Path, key: &SoftwareKey, limits: Limits) -> Arc<AuthService> {
+pub async fn cloud(db: Db, dir: &Path, key: &SoftwareKey, limits: Limits) -> Arc<App> {
     let url = db_url(db, dir).await;
     cloud_at(&url, key, limits).await
 }
 
-pub fn start_server(rt: &tokio::runtime::Runtime, auth: Arc<AuthService>) -> SocketAddr {
+pub fn start_server(rt: &tokio::runtime::Runtime, auth: Arc<App>) -> SocketAddr {
     rt.block_on(async {
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();

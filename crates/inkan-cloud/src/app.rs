@@ -1,0 +1,80 @@
+//! The application state: one value holding the services of the cloud —
+//! the registry (and through it the store), the EDHOC identity and limits,
+//! the command and firmware keys — which every part (the device endpoint,
+//! the device resources, the lifecycle service, the operator API) reaches.
+
+use crate::auth::{CloudIdentity, Limits, RefusalTally};
+use crate::registry::Registry;
+use std::sync::Mutex;
+
+/// The application state.
+pub struct App {
+    /// The registry.
+    pub registry: Registry,
+    pub(crate) identity: CloudIdentity,
+    pub(crate) limits: Limits,
+    pub(crate) command_key: Option<Box<dyn inkan_pki::CaSigner>>,
+    pub(crate) previous_command_key: Option<Box<dyn inkan_pki::CaSigner>>,
+    pub(crate) firmware_key: Option<Vec<u8>>,
+    pub(crate) refusals: Mutex<RefusalTally>,
+}
+
+impl App {
+    /// The cloud's identity (and its session wrap key).
+    pub(crate) fn identity(&self) -> &CloudIdentity {
+        &self.identity
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The application over a registry.
+    pub fn new(registry: Registry, identity: CloudIdentity, limits: Limits) -> App {
+        App {
+            registry,
+            identity,
+            limits,
+            command_key: None,
+            previous_command_key: None,
+            firmware_key: None,
+            refusals: Mutex::new(RefusalTally::default()),
+        }
+    }
+
+    /// The key commands are signed with (its public half is pinned in the
+    /// devices' zone 2): a key file or a PKCS#11 token.
+    pub fn with_command_key(mut self, key: Box<dyn inkan_pki::CaSigner>) -> App {
+        self.command_key = Some(key);
+        self
+    }
+
+    /// The command key devices pinned before a rotation: it signs only the
+    /// rotation command that hands them the current key.
+    pub fn with_previous_command_key(mut self, key: Box<dyn inkan_pki::CaSigner>) -> App {
+        self.previous_command_key = Some(key);
+        self
+    }
+
+    /// The previous command key, if any.
+    pub fn previous_command_key(&self) -> Option<&dyn inkan_pki::CaSigner> {
+        self.previous_command_key.as_deref()
+    }
+
+    /// The OEM firmware key (SEC1 point) uploads are checked against.
+    pub fn with_firmware_key(mut self, point: Vec<u8>) -> App {
+        self.firmware_key = Some(point);
+        self
+    }
+
+    /// The firmware key, if any.
+    pub fn firmware_key(&self) -> Option<&[u8]> {
+        self.firmware_key.as_deref()
+    }
+
+    /// The command key, if the service has one.
+    pub fn command_key(&self) -> Option<&dyn inkan_pki::CaSigner> {
+        self.command_key.as_deref()
+    }
+}
