@@ -1044,7 +1044,9 @@ fn suite_0_devices_use_x25519_and_ed25519_in_the_chip(db: Db) {
         personality: Personality::A110,
     };
     let mut p = Personalizer::open(&w.factory, "lamp", "lamp-old", &cfg).unwrap();
-    let path = p.emulated_chips(1, Personality::A110).unwrap().remove(0);
+    let path = inkan_se::chip::blank_chips(&p.dir().join("chips"), 1, Personality::A110)
+        .unwrap()
+        .remove(0);
     let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
     assert!(matches!(
         p.personalize(&mut d, Some(&path)),

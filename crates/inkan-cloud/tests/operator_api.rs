@@ -80,12 +80,42 @@ fn done(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
     }
 }
 
-fn device_pem(serial: &str) -> String {
+/// A family CA: its key and certificate.
+struct Family {
+    key: SoftwareKey,
+    cert: inkan_pki::IssuedCert,
+}
+
+fn family() -> Family {
     let policy = CertPolicy::default();
     let rk = SoftwareKey::generate(KeyCurve::P256);
     let root = cert::issue_root(&rk, "o", "r", &policy).unwrap();
-    let fk = SoftwareKey::generate(KeyCurve::P256);
-    let fam = cert::issue_family(&rk, &root, &fk.public_point(), "o", "f", &policy).unwrap();
+    let key = SoftwareKey::generate(KeyCurve::P256);
+    let cert = cert::issue_family(&rk, &root, &key.public_point(), "o", "f", &policy).unwrap();
+    Family { key, cert }
+}
+
+impl Api {
+    /// Registers a family over the API, with proof of possession.
+    fn register_family(&self, token: &str, f: &Family) -> (u16, serde_json::Value) {
+        let (_, ch) = self.post(
+            "/v1/families/challenge",
+            token,
+            json!({ "certificate_pem": f.cert.to_pem() }),
+        );
+        let challenge = hex::decode(ch["challenge_hex"].as_str().unwrap()).unwrap();
+        let proof = inkan_pki::signer::sign_raw(&f.key, &challenge).unwrap();
+        self.post(
+            "/v1/families",
+            token,
+            json!({ "name": "f", "certificate_pem": f.cert.to_pem(), "proof_hex": hex::encode(proof) }),
+        )
+    }
+}
+
+fn device_pem(f: &Family, serial: &str) -> String {
+    let policy = CertPolicy::default();
+    let (fk, fam) = (&f.key, &f.cert);
     let dk = SoftwareKey::generate(KeyCurve::P256);
     let profile = DeviceProfile {
         serial: serial.into(),
@@ -94,7 +124,7 @@ fn device_pem(serial: &str) -> String {
         key_agreement: true,
         ueid: None,
     };
-    cert::issue_device(&fk, &fam, &dk.public_point(), &profile, &policy)
+    cert::issue_device(fk, fam, &dk.public_point(), &profile, &policy)
         .unwrap()
         .to_pem()
 }
@@ -119,11 +149,23 @@ fn tokens_roles_and_tenants(db: Db) {
         401
     );
 
-    // An operator registers a device; a viewer can read but not act.
+    // A device of a family nobody proved is claimed by no one.
+    let fam = family();
+    assert_eq!(
+        a.post(
+            "/v1/devices",
+            &operator_a,
+            json!({ "certificate_pem": device_pem(&fam, "AA01") }),
+        )
+        .0,
+        403
+    );
+    assert_eq!(a.register_family(&admin_a, &fam).0, 200);
+    // Now an operator registers a device; a viewer can read but not act.
     let (s, body) = a.post(
         "/v1/devices",
         &operator_a,
-        json!({ "certificate_pem": device_pem("AA01") }),
+        json!({ "certificate_pem": device_pem(&fam, "AA01") }),
     );
     assert_eq!(s, 200, "{body}");
     let dev: DeviceView = serde_json::from_value(body).unwrap();
@@ -133,7 +175,7 @@ fn tokens_roles_and_tenants(db: Db) {
             dev.status.as_str(),
             dev.enrolled_by.as_str()
         ),
-        ("AA01", "active", "individual")
+        ("AA01", "registered", "individual")
     );
     assert_eq!(
         a.get(&format!("/v1/devices/{}", dev.id), Some(&viewer_a)).0,
@@ -199,7 +241,7 @@ fn tokens_roles_and_tenants(db: Db) {
         a.post(
             "/v1/devices",
             &operator_a,
-            json!({ "certificate_pem": device_pem("AA02") })
+            json!({ "certificate_pem": device_pem(&fam, "AA02") })
         )
         .0,
         200
@@ -215,8 +257,15 @@ fn tokens_roles_and_tenants(db: Db) {
         400
     );
 
-    // Tenant B sees none of A's devices, and cannot act on them.
+    // Tenant B sees none of A's devices, cannot act on them, and cannot
+    // claim one of A's family (403, without saying whether it exists).
     assert_eq!(a.get("/v1/devices", Some(&admin_b)).1, json!([]));
+    let (code, body) = a.post(
+        "/v1/devices",
+        &admin_b,
+        json!({ "certificate_pem": device_pem(&fam, "AA03") }),
+    );
+    assert_eq!(code, 403, "{body}");
     assert_eq!(
         a.get(&format!("/v1/devices/{}", dev.id), Some(&admin_b)).0,
         404

@@ -43,7 +43,7 @@ fn meters(n: usize) -> (tempfile::TempDir, SoftwareKey, Vec<SharedDriver<InProce
     };
     let mut p = Personalizer::open(&f, "meter", "b", &cfg).unwrap();
     let mut drivers = Vec::new();
-    for path in p.emulated_chips(n, Personality::A120).unwrap() {
+    for path in inkan_se::chip::blank_chips(&p.dir().join("chips"), n, Personality::A120).unwrap() {
         let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
         p.personalize(&mut d, Some(&path)).unwrap();
         let serial = hex::encode_upper(d.serial().unwrap());

@@ -48,7 +48,9 @@ fn a_personalized_chip_authenticates_with_edhoc() {
         personality: Personality::A120,
     };
     let mut p = Personalizer::open(&f, "thermo", "b", &cfg).unwrap();
-    let path = p.emulated_chips(1, Personality::A120).unwrap().remove(0);
+    let path = inkan_se::chip::blank_chips(&p.dir().join("chips"), 1, Personality::A120)
+        .unwrap()
+        .remove(0);
     let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
     p.personalize(&mut d, Some(&path)).unwrap();
     let serial = hex::encode_upper(d.serial().unwrap());

@@ -321,31 +321,6 @@ impl<'f> Personalizer<'f> {
         self.journal.state.done.len()
     }
 
-    /// Creates the emulated chips of the batch (state files under
-    /// `chips/`), keeping those that exist; returns their paths in order.
-    pub fn emulated_chips(
-        &self,
-        count: usize,
-        personality: Personality,
-    ) -> Result<Vec<PathBuf>, FactoryError> {
-        let dir = self.dir.join("chips");
-        std::fs::create_dir_all(&dir).map_err(|e| FactoryError::io(&dir, e))?;
-        let mut out = Vec::with_capacity(count);
-        for i in 0..count {
-            let p = dir.join(format!("{i:05}.json"));
-            if !p.exists() {
-                inkan_se::Chip::create(&p, personality, inkan_se::chip::random_serial()).map_err(
-                    |e| FactoryError::Corrupt {
-                        path: p.clone(),
-                        reason: e.to_string(),
-                    },
-                )?;
-            }
-            out.push(p);
-        }
-        Ok(out)
-    }
-
     fn secrets_path(&self, serial: &str) -> PathBuf {
         self.dir.join("devices").join(format!("{serial}.json"))
     }

@@ -54,7 +54,7 @@ fn batch<'f>(
         personality: p,
     };
     let pz = Personalizer::open(f, family, name, &cfg)?;
-    let chips = pz.emulated_chips(count, p)?;
+    let chips = inkan_se::chip::blank_chips(&pz.dir().join("chips"), count, p).unwrap();
     Ok((pz, chips))
 }
 

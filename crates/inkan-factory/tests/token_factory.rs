@@ -40,7 +40,7 @@ fn a_factory_with_token_held_keys() {
         personality: Personality::A120,
     };
     let mut p = Personalizer::open(&f, "thermo", "t1", &cfg).unwrap();
-    for path in p.emulated_chips(2, Personality::A120).unwrap() {
+    for path in inkan_se::chip::blank_chips(&p.dir().join("chips"), 2, Personality::A120).unwrap() {
         let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
         p.personalize(&mut d, Some(&path)).unwrap();
     }

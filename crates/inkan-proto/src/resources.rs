@@ -57,7 +57,10 @@ impl Resource {
             (Method::Post, _) if joined == COMMANDS_RESULT => Some(Resource::CommandsResult),
             (Method::Post, _) if joined == FIRMWARE_NEXT => Some(Resource::FirmwareNext),
             (Method::Post, _) if joined == FIRMWARE_REPORT => Some(Resource::FirmwareReport),
-            (Method::Get, ["firmware", id]) => Some(Resource::FirmwareImage((*id).to_string())),
+            // `next` and `report` name the update resources, never an image.
+            (Method::Get, ["firmware", id]) if !matches!(*id, "next" | "report") => {
+                Some(Resource::FirmwareImage((*id).to_string()))
+            }
             (Method::Get, ["firmware", id, "manifest"]) => {
                 Some(Resource::FirmwareManifest((*id).to_string()))
             }

@@ -252,7 +252,9 @@ fn factory(n: usize) -> Result<()> {
         let mut p = Personalizer::open(&f, "bench", batch, &cfg)?;
         let t = Instant::now();
         if persistent {
-            for path in p.emulated_chips(n, inkan_se::Personality::A120)? {
+            for path in
+                inkan_se::chip::blank_chips(&p.dir().join("chips"), n, inkan_se::Personality::A120)?
+            {
                 let mut d = Driver::new(InProcess::new(Chip::open(&path)?))?;
                 p.personalize(&mut d, Some(&path))?;
             }

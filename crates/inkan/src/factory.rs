@@ -238,7 +238,7 @@ pub fn personalize_emulated(
         personality,
     };
     let mut p = Personalizer::open(f, family, batch, &cfg)?;
-    let chips = p.emulated_chips(count, personality)?;
+    let chips = inkan_se::chip::blank_chips(&p.dir().join("chips"), count, personality)?;
     pb.set_length(chips.len() as u64);
     for path in &chips {
         let chip = Chip::open(path).with_context(|| format!("opening {}", path.display()))?;

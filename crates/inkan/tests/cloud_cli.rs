@@ -730,3 +730,96 @@ fn a_device_handed_from_maker_to_operator_then_decommissioned() {
     let _ = cloud.wait();
     let _ = se.wait();
 }
+
+/// `inkan device run` started while the service is down (or restarting)
+/// keeps trying with backoff, says so on stderr, and authenticates once the
+/// service is back.
+#[test]
+fn device_run_waits_for_the_service_and_authenticates_when_it_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (mut se, sock, secrets) = one_chip_on_a_socket(d, "Retry Org", "gate");
+    let (coap, api) = (free_port(true), free_port(false));
+    let db = d.join("cloud.db");
+    let serve = || {
+        let mut c = inkan(d)
+            .args([
+                "serve",
+                "--db",
+                db.to_str().unwrap(),
+                "--coap",
+                &format!("127.0.0.1:{coap}"),
+                "--api",
+                &format!("127.0.0.1:{api}"),
+            ])
+            .arg("--cloud-key")
+            .arg(d.join("factory/keys/dev-cloud-auth.key.pem"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_banner(&mut c);
+        c
+    };
+    let mut cloud = serve();
+    let token = ok(inkan(d)
+        .args(["cloud", "bootstrap", "--db", db.to_str().unwrap()])
+        .args(["--tenant", "acme"])
+        .output()
+        .unwrap())
+    .split("admin token (shown once): ")
+    .nth(1)
+    .unwrap()
+    .trim()
+    .to_string();
+    ok(inkan(d)
+        .args([
+            "cloud",
+            "--api",
+            &format!("http://127.0.0.1:{api}"),
+            "--token",
+            &token,
+        ])
+        .args(["family", "register", "--name", "gate", "--cert"])
+        .arg(d.join("factory/families/gate/family.crt.pem"))
+        .arg("--key")
+        .arg(d.join("factory/keys/family-gate.key.pem"))
+        .output()
+        .unwrap());
+    // The service goes away; the device starts; the service comes back.
+    cloud.kill().unwrap();
+    cloud.wait().unwrap();
+    let run = inkan(d)
+        .args([
+            "device",
+            "run",
+            "--count",
+            "1",
+            "--batch",
+            "2",
+            "--interval-ms",
+            "0",
+        ])
+        .args(["--se", &format!("unix:{}", sock.display())])
+        .args(["--cloud", &format!("coap://127.0.0.1:{coap}")])
+        .arg("--device-secrets")
+        .arg(&secrets)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let mut cloud = serve();
+    let out = run.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("the cloud is unreachable"), "{stderr}");
+    assert!(stderr.contains("authenticating again in"), "{stderr}");
+    assert!(stdout.contains("batch 1: 2 readings stored"), "{stdout}");
+    let _ = cloud.kill();
+    let _ = se.kill();
+    let _ = cloud.wait();
+    let _ = se.wait();
+}

@@ -130,6 +130,24 @@ fn serve_signs_commands_with_a_token_key() {
     .unwrap();
     let base = format!("http://127.0.0.1:{api}");
     let auth = format!("Bearer {token}");
+    // Claiming a device needs its family registered, with proof of
+    // possession of the family key.
+    let ch: serde_json::Value = ureq::post(&format!("{base}/v1/families/challenge"))
+        .set("Authorization", &auth)
+        .send_json(serde_json::json!({ "certificate_pem": fam.to_pem() }))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let challenge = hex::decode(ch["challenge_hex"].as_str().unwrap()).unwrap();
+    let proof = inkan_pki::signer::sign_raw(&dev_key, &challenge).unwrap();
+    ureq::post(&format!("{base}/v1/families"))
+        .set("Authorization", &auth)
+        .send_json(serde_json::json!({
+            "name": "fam",
+            "certificate_pem": fam.to_pem(),
+            "proof_hex": hex::encode(proof),
+        }))
+        .unwrap();
     let dev: serde_json::Value = ureq::post(&format!("{base}/v1/devices"))
         .set("Authorization", &auth)
         .send_json(serde_json::json!({ "certificate_pem": leaf.to_pem() }))

@@ -59,9 +59,7 @@ pub(super) async fn issue_command(
         (Some(id), None) => vec![store
             .device(id)
             .await?
-            .filter(|d| {
-                d.tenant_id == c.tenant_id && d.state == crate::lifecycle::DeviceState::Active
-            })
+            .filter(|d| d.tenant_id == c.tenant_id && crate::lifecycle::may_authenticate(d.state))
             .ok_or_else(not_found)?],
         (None, Some(fam)) => store.devices_of_family(&c.tenant_id, fam).await?,
         _ => {

@@ -59,7 +59,10 @@ pub fn world_with(families: &[&str], per_family: usize, ed25519: bool) -> World 
             personality: Personality::A120,
         };
         let mut p = Personalizer::open(&f, fam, &format!("{fam}-1"), &cfg).unwrap();
-        for path in p.emulated_chips(per_family, Personality::A120).unwrap() {
+        for path in
+            inkan_se::chip::blank_chips(&p.dir().join("chips"), per_family, Personality::A120)
+                .unwrap()
+        {
             let mut d = Driver::new(InProcess::new(Chip::open(&path).unwrap())).unwrap();
             p.personalize(&mut d, Some(&path)).unwrap();
             let serial = hex::encode_upper(d.serial().unwrap());

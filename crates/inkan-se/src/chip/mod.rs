@@ -337,6 +337,29 @@ impl Chip {
     }
 }
 
+/// `count` blank emulated chips in `dir` (`00000.json`, `00001.json`, …),
+/// each with a random serial; files already there are kept, so a batch
+/// interrupted half-way resumes with the same chips.
+pub fn blank_chips(
+    dir: &Path,
+    count: usize,
+    personality: Personality,
+) -> Result<Vec<std::path::PathBuf>, PersistError> {
+    std::fs::create_dir_all(dir).map_err(|source| PersistError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let p = dir.join(format!("{i:05}.json"));
+        if !p.exists() {
+            Chip::create(&p, personality, random_serial())?;
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
 /// Nine random bytes for a new chip's serial number.
 pub fn random_serial() -> [u8; 9] {
     let mut s = [0u8; 9];
