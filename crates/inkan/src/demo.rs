@@ -868,11 +868,13 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
             s.serial, owner.state
         );
     }
+    let maker_sees = rt
+        .block_on(auth.registry.store.devices_in(&tenant, 1000, 0))?
+        .iter()
+        .filter(|d| handed.contains(&d.id))
+        .count();
     println!(
-        "    the maker now lists {} of its {} devices; the operator {}",
-        rt.block_on(auth.registry.store.devices_in(&tenant, 1000, 0))?
-            .len(),
-        devices.len(),
+        "    the maker now lists {maker_sees} of the 3 handed devices; the operator lists {}",
         rt.block_on(auth.registry.store.devices_in(&operator, 1000, 0))?
             .len()
     );
