@@ -10,6 +10,64 @@ use inkan_proto::command::Command;
 /// `inkan_device::ROTATE_COMMAND_KEY`).
 pub const ROTATE_COMMAND_KEY: &str = "rotate-command-key";
 
+/// Where a command is: queued → delivered → succeeded / failed /
+/// refused, or expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandState {
+    /// Waiting for the device to poll.
+    Queued,
+    /// Delivered; delivered again until a result arrives.
+    Delivered,
+    /// Ran and succeeded.
+    Succeeded,
+    /// Ran and failed.
+    Failed,
+    /// Refused by the device (signature, binding, replay).
+    Refused,
+    /// Past its expiry before it ran.
+    Expired,
+}
+
+impl CommandState {
+    /// The store's text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandState::Queued => "queued",
+            CommandState::Delivered => "delivered",
+            CommandState::Succeeded => "succeeded",
+            CommandState::Failed => "failed",
+            CommandState::Refused => "refused",
+            CommandState::Expired => "expired",
+        }
+    }
+
+    /// From the store's text.
+    pub fn parse(s: &str) -> Option<CommandState> {
+        [
+            CommandState::Queued,
+            CommandState::Delivered,
+            CommandState::Succeeded,
+            CommandState::Failed,
+            CommandState::Refused,
+            CommandState::Expired,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
+    /// The state a device's reported outcome puts a command in.
+    pub fn of(outcome: inkan_proto::command::Outcome) -> CommandState {
+        use inkan_proto::command::Outcome;
+        match outcome {
+            Outcome::Succeeded => CommandState::Succeeded,
+            Outcome::Failed => CommandState::Failed,
+            Outcome::Refused => CommandState::Refused,
+            Outcome::Expired => CommandState::Expired,
+        }
+    }
+}
+
 /// Why a command could not be issued.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {

@@ -385,7 +385,12 @@ async fn commands_result(r: &Request<'_>) -> Result<Handled, ResourceError> {
     }
     let store = &r.app.registry.store;
     let changed = store
-        .finish_command(&r.device.id, &hex::encode(&id), outcome.state(), &detail)
+        .finish_command(
+            &r.device.id,
+            &hex::encode(&id),
+            crate::commands::CommandState::of(outcome),
+            &detail,
+        )
         .await?;
     if changed
         && r.device.state == DeviceState::Decommissioned

@@ -1477,7 +1477,7 @@ fn commands_reach_actuators_verified_by_their_chips(db: Db) {
             300,
         ))
         .unwrap();
-    assert_eq!(state_of(&ids[0].0).state, "queued");
+    assert_eq!(state_of(&ids[0].0).state.as_str(), "queued");
     match poll_and_run(&mut up0, &d0, &mut ex0, &mut actuator).unwrap() {
         Polled::Ran(c, o, _) => {
             assert_eq!(c.action, "open");
@@ -1485,7 +1485,7 @@ fn commands_reach_actuators_verified_by_their_chips(db: Db) {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(state_of(&ids[0].0).state, "succeeded");
+    assert_eq!(state_of(&ids[0].0).state.as_str(), "succeeded");
     assert!(matches!(
         poll_and_run(&mut up0, &d0, &mut ex0, &mut actuator).unwrap(),
         Polled::Nothing
@@ -1505,7 +1505,7 @@ fn commands_reach_actuators_verified_by_their_chips(db: Db) {
     poll_and_run(&mut up1, &d1, &mut ex1, &mut actuator).unwrap();
     for (id, _) in &fam_ids {
         let c = state_of(id);
-        assert_eq!(c.state, "failed");
+        assert_eq!(c.state.as_str(), "failed");
         assert_eq!(c.result.as_deref(), Some("valve jammed"));
     }
     assert_eq!(ran.borrow().len(), 3);
@@ -1619,7 +1619,7 @@ fn commands_reach_actuators_verified_by_their_chips(db: Db) {
         ))
         .unwrap();
     std::thread::sleep(Duration::from_millis(2100));
-    assert_eq!(state_of(&short[0].0).state, "expired");
+    assert_eq!(state_of(&short[0].0).state.as_str(), "expired");
     assert!(
         matches!(
             poll_and_run(&mut up1, &d1, &mut ex1, &mut actuator).unwrap(),

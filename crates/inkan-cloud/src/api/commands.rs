@@ -109,7 +109,7 @@ pub(super) fn command_view(r: crate::store::CommandRow) -> CommandView {
         id: r.id,
         device: r.device_id,
         action: r.action,
-        state: r.state,
+        state: r.state.as_str().to_string(),
         expires: r.expires,
         delivered: r.delivered,
         finished: r.finished,

@@ -13,7 +13,7 @@ pub struct CommandRow {
     /// The action.
     pub action: String,
     /// queued, delivered, succeeded, failed, refused or expired.
-    pub state: String,
+    pub state: crate::commands::CommandState,
     /// Created (ns since the epoch).
     pub created_ns: i64,
     /// Expiry (s).
@@ -107,14 +107,14 @@ impl Store {
         &self,
         device_id: &str,
         id: &str,
-        state: &str,
+        state: crate::commands::CommandState,
         detail: &str,
     ) -> Result<bool, StoreError> {
         Ok(sqlx::query(
             "UPDATE commands SET state = $1, finished = $2, result = $3 \
              WHERE id = $4 AND device_id = $5 AND state IN ('queued', 'delivered')",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(now())
         .bind(detail)
         .bind(id)
@@ -156,7 +156,11 @@ impl Store {
                     id: r.try_get("id")?,
                     device_id: r.try_get("device_id")?,
                     action: r.try_get("action")?,
-                    state: r.try_get("state")?,
+                    state: {
+                        let st: String = r.try_get("state")?;
+                        crate::commands::CommandState::parse(&st)
+                            .ok_or_else(|| StoreError::Corrupt(format!("command state {st:?}")))?
+                    },
                     created_ns: r.try_get("created")?,
                     expires: r.try_get("expires")?,
                     delivered: r.try_get("delivered")?,
