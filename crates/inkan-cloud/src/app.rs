@@ -17,9 +17,25 @@ pub struct App {
     pub(crate) previous_command_key: Option<Box<dyn inkan_pki::CaSigner>>,
     pub(crate) firmware_key: Option<Vec<u8>>,
     pub(crate) refusals: Mutex<RefusalTally>,
+    /// Requests of one OSCORE session are handled one at a time in this
+    /// process (sharded by kid): concurrent requests of a session never
+    /// race on its replay window here; other replicas are kept apart by the
+    /// store's compare-and-set.
+    pub(crate) session_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
+/// Shards of the per-session request locks.
+const SESSION_LOCK_SHARDS: usize = 256;
+
 impl App {
+    /// The lock that serializes the requests of the session `kid`.
+    pub(crate) fn session_lock(&self, kid: &[u8]) -> &tokio::sync::Mutex<()> {
+        let h = kid.iter().fold(0usize, |a, b| {
+            a.wrapping_mul(31).wrapping_add(usize::from(*b))
+        });
+        &self.session_locks[h % self.session_locks.len()]
+    }
+
     /// The cloud's identity (and its session wrap key).
     pub(crate) fn identity(&self) -> &CloudIdentity {
         &self.identity
@@ -40,6 +56,9 @@ impl App {
             previous_command_key: None,
             firmware_key: None,
             refusals: Mutex::new(RefusalTally::default()),
+            session_locks: (0..SESSION_LOCK_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
     }
 

@@ -183,6 +183,7 @@ async fn handle_inner(app: &App, req: &Packet) -> Result<Packet, Refusal> {
         .kid
         .ok_or(plain(OscoreError::UnknownKid.into()))?;
     let store = &app.registry.store;
+    let _one_at_a_time = app.session_lock(&kid).lock().await;
     for _ in 0..8 {
         let s = store
             .session_by_c_r(&hex::encode(&kid))

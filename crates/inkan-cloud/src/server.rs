@@ -15,28 +15,71 @@ const DEDUP_LIFETIME: Duration = Duration::from_secs(247);
 /// Most responses kept.
 const DEDUP_CAP: usize = 20_000;
 
+/// A request seen: still being handled (with the duplicates that arrived
+/// meanwhile), or answered.
+enum Seen {
+    InFlight(u32),
+    Answered(Vec<u8>),
+}
+
+/// What to do with a datagram.
+enum Admit {
+    /// New: handle it.
+    Handle,
+    /// A duplicate of an answered request: send this again.
+    Again(Vec<u8>),
+    /// A duplicate of a request being handled: it is answered when the
+    /// first is.
+    Wait,
+}
+
 #[derive(Default)]
 struct Dedup {
-    seen: HashMap<(SocketAddr, u16), (Instant, Vec<u8>)>,
+    seen: HashMap<(SocketAddr, u16), (Instant, Seen)>,
 }
 
 impl Dedup {
-    fn get(&mut self, key: &(SocketAddr, u16)) -> Option<Vec<u8>> {
-        self.seen
-            .get(key)
-            .filter(|(t, _)| t.elapsed() < DEDUP_LIFETIME)
-            .map(|(_, r)| r.clone())
-    }
-
-    fn put(&mut self, key: (SocketAddr, u16), rsp: Vec<u8>) {
-        if self.seen.len() >= DEDUP_CAP {
-            self.seen
-                .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(10));
-            if self.seen.len() >= DEDUP_CAP {
-                self.seen.clear();
+    /// Records a request before it is handled, so a duplicate that arrives
+    /// meanwhile is not handled twice (RFC 7252 §4.5).
+    fn admit(&mut self, key: (SocketAddr, u16)) -> Admit {
+        if let Some((t, seen)) = self.seen.get_mut(&key) {
+            if t.elapsed() < DEDUP_LIFETIME {
+                return match seen {
+                    Seen::Answered(r) => Admit::Again(r.clone()),
+                    Seen::InFlight(waiting) => {
+                        *waiting = waiting.saturating_add(1);
+                        Admit::Wait
+                    }
+                };
             }
         }
-        self.seen.insert(key, (Instant::now(), rsp));
+        if self.seen.len() >= DEDUP_CAP {
+            self.seen.retain(|_, (t, s)| {
+                matches!(s, Seen::InFlight(_)) || t.elapsed() < Duration::from_secs(10)
+            });
+            if self.seen.len() >= DEDUP_CAP {
+                self.seen.retain(|_, (_, s)| matches!(s, Seen::InFlight(_)));
+            }
+        }
+        self.seen.insert(key, (Instant::now(), Seen::InFlight(0)));
+        Admit::Handle
+    }
+
+    /// Records the answer; returns how many duplicates wait for it.
+    fn answered(&mut self, key: (SocketAddr, u16), rsp: Option<Vec<u8>>) -> u32 {
+        let waiting = match self.seen.get(&key) {
+            Some((_, Seen::InFlight(n))) => *n,
+            _ => 0,
+        };
+        match rsp {
+            Some(r) => {
+                self.seen.insert(key, (Instant::now(), Seen::Answered(r)));
+            }
+            None => {
+                self.seen.remove(&key);
+            }
+        }
+        waiting
     }
 }
 
@@ -127,18 +170,27 @@ pub async fn serve(socket: UdpSocket, auth: Arc<App>) -> std::io::Result<()> {
         let (socket, auth, dedup) = (socket.clone(), auth.clone(), dedup.clone());
         tokio::spawn(async move {
             let key = coap::parse_request_datagram(&bytes).map(|r| (peer, r.message_id));
-            if let Some(k) = &key {
-                let cached = dedup.lock().ok().and_then(|mut d| d.get(k));
-                if let Some(rsp) = cached {
-                    let _ = socket.send_to(&rsp, peer).await;
-                    return;
+            if let Some(k) = key {
+                let admitted = dedup.lock().ok().map(|mut d| d.admit(k));
+                match admitted {
+                    Some(Admit::Handle) | None => {}
+                    Some(Admit::Again(rsp)) => {
+                        let _ = socket.send_to(&rsp, peer).await;
+                        return;
+                    }
+                    Some(Admit::Wait) => return,
                 }
             }
-            if let Some(rsp) = handle(&auth, &bytes, peer).await {
-                if let (Some(k), Ok(mut d)) = (key, dedup.lock()) {
-                    d.put(k, rsp.clone());
+            let rsp = handle(&auth, &bytes, peer).await;
+            let waiting = key
+                .and_then(|k| dedup.lock().ok().map(|mut d| d.answered(k, rsp.clone())))
+                .unwrap_or(0);
+            if let Some(rsp) = rsp {
+                // The request and every duplicate that came meanwhile get
+                // the same answer.
+                for _ in 0..=waiting.min(4) {
+                    let _ = socket.send_to(&rsp, peer).await;
                 }
-                let _ = socket.send_to(&rsp, peer).await;
             }
         });
     }
