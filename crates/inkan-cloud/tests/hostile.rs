@@ -17,7 +17,8 @@ use std::time::Duration;
 
 on_both_stores!(
     a_duplicate_in_flight_is_answered_once_and_handled_once,
-    concurrent_requests_of_one_session_are_all_served
+    concurrent_requests_of_one_session_are_all_served,
+    a_reading_time_no_export_can_reach_is_refused
 );
 
 fn app(w: &World, db: Db, dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<App> {
@@ -149,4 +150,44 @@ fn concurrent_requests_of_one_session_are_all_served(db: Db) {
         )
         .unwrap();
     assert_eq!(stored.len(), 30);
+}
+
+/// A reading stamped at 2^63−1 ms would be stored where no export reaches
+/// it: refused (4.00), nothing stored; the latest time accepted (year 9999)
+/// is stored and exported.
+fn a_reading_time_no_export_can_reach_is_refused(db: Db) {
+    use inkan_proto::telemetry::{Reading, MAX_TIME_MS};
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&w, db, dir.path(), &rt);
+    let tenant = rt
+        .block_on(app.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &app.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, app.clone());
+    let c = connect(driver(&w, 0), addr, quick()).unwrap();
+    let mut up = inkan_device::Uplink::new(&c, addr, quick()).unwrap();
+    let at = |t: u64| Reading {
+        time_ms: t,
+        channel: 0,
+        value: vec![1],
+    };
+    match up.send(&[at(i64::MAX as u64)]) {
+        Err(inkan_device::UplinkError::Refused { code, detail }) => {
+            assert_eq!(code, "4.00");
+            assert!(detail.contains("after year 9999"), "{detail}");
+        }
+        other => panic!("an unexportable time was accepted: {other:?}"),
+    }
+    assert_eq!(up.send(&[at(MAX_TIME_MS)]).unwrap(), 1);
+    let stored = rt
+        .block_on(
+            app.registry
+                .store
+                .readings(&tenant, None, None, 0, i64::MAX, None, 100),
+        )
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].key.time, i64::try_from(MAX_TIME_MS).unwrap());
 }

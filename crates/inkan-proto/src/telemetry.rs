@@ -36,6 +36,10 @@ pub enum BatchError {
     TooLarge(&'static str),
 }
 
+/// The latest reading time accepted: the last millisecond of year 9999
+/// (what every store and export can order and page).
+pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
+
 /// Encodes a batch.
 pub fn encode_batch(readings: &[Reading]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + readings.len() * 80);
@@ -66,6 +70,9 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Reading>, BatchError> {
             return Err(BatchError::Shape("a reading is [time_ms, channel, value]"));
         }
         let time_ms = u64::try_from(d.int()?).map_err(|_| BatchError::Shape("negative time"))?;
+        if time_ms > MAX_TIME_MS {
+            return Err(BatchError::Shape("a time after year 9999"));
+        }
         let channel =
             u32::try_from(d.int()?).map_err(|_| BatchError::Shape("channel out of range"))?;
         let value = d.bstr()?;
@@ -187,5 +194,14 @@ mod tests {
         assert!(decode_batch(&[0x81, 0x82, 0x00, 0x00]).is_err());
         assert!(decode_batch(&[0x81, 0x83, 0x20, 0x00, 0x40]).is_err());
         assert!(decode_batch(&[0x9f]).is_err());
+        // Times a store cannot order: refused.
+        let mut late = b.clone();
+        late[0].time_ms = MAX_TIME_MS + 1;
+        assert!(matches!(
+            decode_batch(&encode_batch(&late)),
+            Err(BatchError::Shape(_))
+        ));
+        late[0].time_ms = MAX_TIME_MS;
+        assert!(decode_batch(&encode_batch(&late)).is_ok());
     }
 }
