@@ -257,6 +257,25 @@ fn tokens_roles_and_tenants(db: Db) {
         400
     );
 
+    // A NUL character anywhere is a clear 400 before the store sees it
+    // (PostgreSQL would refuse it with an error of its own).
+    for (code, body) in [
+        a.get("/v1/devices/AB%00CD", Some(&viewer_a)),
+        a.get("/v1/readings?device=%00", Some(&viewer_a)),
+        a.post(
+            "/v1/transfers",
+            &admin_a,
+            json!({ "to": "b\u{0}", "devices": [dev.id] }),
+        ),
+        a.post(
+            &format!("/v1/devices/{}/decommission", dev.id),
+            &admin_a,
+            json!({ "reason": "x\u{0}y" }),
+        ),
+    ] {
+        assert_eq!(code, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("NUL"), "{body}");
+    }
     // Tenant B sees none of A's devices, cannot act on them, and cannot
     // claim one of A's family (403, without saying whether it exists).
     assert_eq!(a.get("/v1/devices", Some(&admin_b)).1, json!([]));

@@ -314,6 +314,37 @@ fn not_found() -> ApiError {
 )]
 pub struct ApiDoc;
 
+/// Text with a NUL character is refused before anything reaches the store
+/// (PostgreSQL cannot keep one in TEXT): in the path, in the query, or in a
+/// JSON body (where a NUL can only be written `\u0000`).
+async fn refuse_nul(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let refused = || {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "NUL characters are not accepted".into(),
+        )
+        .into_response()
+    };
+    if req.uri().to_string().to_ascii_lowercase().contains("%00") {
+        return refused();
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return ApiError(StatusCode::PAYLOAD_TOO_LARGE, "body too large".into()).into_response();
+    };
+    if bytes.windows(6).any(|w| w == b"\\u0000") {
+        return refused();
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+/// The largest body any route takes (a firmware image and its manifest).
+const MAX_BODY: usize = 64 << 20;
+
 /// The operator API router.
 pub fn router(auth: Arc<App>) -> Router {
     let st = Arc::new(ApiState { auth });
@@ -367,10 +398,11 @@ pub fn router(auth: Arc<App>) -> Router {
         .route(
             "/v1/firmware",
             // Images are large; the limit applies to this route only.
-            post(firmware::upload_firmware).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+            post(firmware::upload_firmware).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)),
         )
         .route("/v1/tokens", post(tokens::new_token))
         .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
+        .layer(axum::middleware::from_fn(refuse_nul))
         .with_state(st)
 }
 
