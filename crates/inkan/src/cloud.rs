@@ -675,15 +675,15 @@ enum CloudCmd {
         /// The store (as for `inkan serve`).
         #[arg(long, default_value = "inkan.db")]
         db: String,
-        /// Tenant name.
-        #[arg(long)]
+        /// Tenant name (1 to 64 letters, digits, '-', '_' or '.').
+        #[arg(long, value_parser = tenant_name)]
         tenant: String,
     },
     /// List the tenant's devices.
     #[command(after_help = "Example:\n  inkan cloud devices --limit 50")]
     Devices {
-        /// Page size.
-        #[arg(long, default_value_t = 100)]
+        /// Page size (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
     },
     /// One device: show it, its history and credentials, act on its
@@ -702,8 +702,8 @@ enum CloudCmd {
     /// The tenant's audit log.
     #[command(after_help = "Example:\n  inkan cloud audit --limit 20")]
     Audit {
-        /// Entries.
-        #[arg(long, default_value_t = 50)]
+        /// Entries (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
     },
     /// Send a command to a device or to every device of a family; it is
@@ -801,8 +801,8 @@ enum CloudCmd {
         /// json (one page), jsonl or csv (every page).
         #[arg(long, default_value = "jsonl")]
         format: String,
-        /// Page size.
-        #[arg(long, default_value_t = 1000)]
+        /// Page size (1 to 1000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
     },
 }
@@ -1003,6 +1003,11 @@ fn call(r: Result<ureq::Response, ureq::Error>) -> Result<serde_json::Value> {
         }
         Err(e) => bail!("cannot reach the API: {e}"),
     }
+}
+
+/// A tenant name: 1 to 64 letters, digits, '-', '_' or '.'.
+fn tenant_name(s: &str) -> std::result::Result<String, String> {
+    inkan_cloud::store::check_tenant_name(s).map(|()| s.to_string())
 }
 
 /// Runs `inkan cloud`.

@@ -108,9 +108,14 @@ Examples:
         /// The family.
         #[arg(long)]
         family: String,
-        /// Emulated chips to create and personalize.
-        #[arg(long, conflicts_with = "connect", required_unless_present = "connect")]
-        count: Option<usize>,
+        /// Emulated chips to create and personalize (1 to 1000000).
+        #[arg(
+            long,
+            conflicts_with = "connect",
+            required_unless_present = "connect",
+            value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+        )]
+        count: Option<u32>,
         /// Personality of emulated chips.
         #[arg(long, value_enum, default_value = "a120")]
         personality: PersonalityArg,
@@ -373,9 +378,14 @@ pub fn run(a: Args) -> Result<()> {
             eprintln!("batch {batch} (re-run with --batch {batch} to resume)");
             let start = Instant::now();
             let (report, times) = match (count, connect) {
-                (Some(n), _) => {
-                    personalize_emulated(&f, &family, &batch, n, personality, &progress(n as u64))?
-                }
+                (Some(n), _) => personalize_emulated(
+                    &f,
+                    &family,
+                    &batch,
+                    n as usize,
+                    personality,
+                    &progress(u64::from(n)),
+                )?,
                 (None, Some(addr)) => {
                     let cfg = BatchConfig {
                         family: family.clone(),

@@ -823,3 +823,101 @@ fn device_run_waits_for_the_service_and_authenticates_when_it_returns() {
     let _ = cloud.wait();
     let _ = se.wait();
 }
+
+/// Out-of-range and malformed input is refused at once with a clear
+/// message: no abort, no 30-second wait, nothing written.
+#[test]
+fn cli_input_is_bounded_and_store_failures_are_named_quickly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let fails_with = |args: &[&str], want: &str| {
+        let t = std::time::Instant::now();
+        let out = inkan(d).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{args:?} ended with {:?}: {err}",
+            out.status
+        );
+        assert!(err.contains(want), "{args:?}: expected {want:?} in {err}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{args:?} took {:?}",
+            t.elapsed()
+        );
+    };
+    ok(inkan(d)
+        .args(["factory", "init", "--org", "Bounds Org"])
+        .output()
+        .unwrap());
+    ok(inkan(d)
+        .args(["factory", "family", "create", "gate"])
+        .output()
+        .unwrap());
+    for count in ["1000000000000", "0", "1.5"] {
+        fails_with(
+            &[
+                "factory",
+                "personalize",
+                "--family",
+                "gate",
+                "--count",
+                count,
+            ],
+            "--count",
+        );
+    }
+    assert!(
+        !d.join("factory/batches").exists()
+            || std::fs::read_dir(d.join("factory/batches"))
+                .unwrap()
+                .count()
+                == 0
+    );
+    let db = d.join("cloud.db");
+    let db_s = db.to_str().unwrap();
+    for tenant in ["", "a b", &"x".repeat(65)] {
+        fails_with(
+            &["cloud", "bootstrap", "--db", db_s, "--tenant", tenant],
+            "not a tenant name",
+        );
+    }
+    for limit in ["-5", "0", "100000"] {
+        fails_with(
+            &[
+                "cloud",
+                "--token",
+                "ink_x_y",
+                "devices",
+                &format!("--limit={limit}"),
+            ],
+            "--limit",
+        );
+    }
+    // A file that is not a database, and a PostgreSQL nobody listens on.
+    std::fs::write(d.join("junk.db"), vec![0x42u8; 4096]).unwrap();
+    fails_with(
+        &[
+            "cloud",
+            "bootstrap",
+            "--db",
+            d.join("junk.db").to_str().unwrap(),
+            "--tenant",
+            "acme",
+        ],
+        "cannot open the store",
+    );
+    let port = free_port(false);
+    fails_with(
+        &[
+            "cloud",
+            "bootstrap",
+            "--db",
+            &format!("postgres://inkan:secret@127.0.0.1:{port}/inkan"),
+            "--tenant",
+            "acme",
+        ],
+        &format!("cannot open the store postgres://inkan@127.0.0.1:{port}/inkan"),
+    );
+}

@@ -40,6 +40,17 @@ pub enum StoreError {
     /// A row holds something unexpected.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The store could not be opened.
+    #[error("cannot open the store {url}: {reason}")]
+    Open {
+        /// The store (without a password).
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A value the store does not take.
+    #[error("{0}")]
+    Invalid(String),
     /// The group-commit writer could not write a row.
     #[error("database (group commit): {0}")]
     Append(String),
@@ -50,6 +61,33 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation())
     }
+}
+
+/// A store URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A tenant name: 1 to 64 letters, digits, '-', '_' or '.'.
+pub fn check_tenant_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "{name:?} is not a tenant name: use 1 to 64 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
 }
 
 /// Which database backs the store.
@@ -334,9 +372,20 @@ impl Store {
                     Ok(())
                 })
             })
+            .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(&url)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+            .await
+            .map_err(|e| StoreError::Open {
+                url: redacted(&url),
+                reason: e.to_string(),
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Open {
+                url: redacted(&url),
+                reason: e.to_string(),
+            })?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(group_writer(pool.clone(), rx));
         let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
@@ -381,6 +430,7 @@ impl Store {
 
     /// Creates a tenant (idempotent by name); returns its id.
     pub async fn ensure_tenant(&self, name: &str) -> Result<String, StoreError> {
+        check_tenant_name(name).map_err(StoreError::Invalid)?;
         if let Some(r) = sqlx::query("SELECT id FROM tenants WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
