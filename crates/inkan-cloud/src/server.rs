@@ -108,6 +108,13 @@ pub async fn handle(auth: &App, bytes: &[u8], peer: SocketAddr) -> Option<Vec<u8
     // OSCORE-protected requests (an OSCORE option) go to the telemetry
     // service; everything else is EDHOC.
     if let Ok(p) = coap_lite::Packet::from_bytes(bytes) {
+        if matches!(
+            p.header.get_type(),
+            coap_lite::MessageType::Acknowledgement | coap_lite::MessageType::Reset
+        ) {
+            // Never a request: nothing to process, nothing to answer.
+            return None;
+        }
         if p.get_first_option(coap_lite::CoapOption::Oscore).is_some()
             && matches!(p.header.code, coap_lite::MessageClass::Request(_))
         {

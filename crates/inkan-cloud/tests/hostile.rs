@@ -18,7 +18,8 @@ use std::time::Duration;
 on_both_stores!(
     a_duplicate_in_flight_is_answered_once_and_handled_once,
     concurrent_requests_of_one_session_are_all_served,
-    a_reading_time_no_export_can_reach_is_refused
+    a_reading_time_no_export_can_reach_is_refused,
+    handshake_messages_sent_as_ack_or_reset_are_ignored
 );
 
 fn app(w: &World, db: Db, dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<App> {
@@ -190,4 +191,50 @@ fn a_reading_time_no_export_can_reach_is_refused(db: Db) {
         .unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].key.time, i64::try_from(MAX_TIME_MS).unwrap());
+}
+
+/// A message_1 sent as an Acknowledgement or a Reset is not a request
+/// (RFC 7252 §4.2, §4.3): nothing is processed, nothing answered; the same
+/// bytes as a Confirmable request are answered.
+fn handshake_messages_sent_as_ack_or_reset_are_ignored(db: Db) {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&w, db, dir.path(), &rt);
+    let addr = start_server(&rt, app.clone());
+    let suite = inkan_proto::edhoc::Suite::P256Es256;
+    let (_, m1) = inkan_proto::edhoc::Initiator::start(
+        suite,
+        inkan_proto::edhoc::ConnId(vec![0x06]),
+        &[],
+        Box::new(inkan_proto::edhoc::crypto::SoftwareEphemeral::generate(
+            suite,
+        )),
+    );
+    let con =
+        inkan_proto::coap::request(0x1111, &[0xb2], inkan_proto::coap::message_1_payload(&m1))
+            .unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(addr).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    for (kind, t) in [("ACK", 2u8), ("RST", 3u8)] {
+        let mut d = con.clone();
+        d[0] = (d[0] & 0xCF) | (t << 4);
+        d[2] ^= t; // another message id, not a duplicate of anything
+        udp.send(&d).unwrap();
+        assert!(udp.recv(&mut buf).is_err(), "a {kind} was answered");
+    }
+    assert_eq!(
+        rt.block_on(app.registry.store.pending_exchanges()).unwrap(),
+        0
+    );
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    udp.send(&con).unwrap();
+    assert!(udp.recv(&mut buf).is_ok());
+    assert_eq!(
+        rt.block_on(app.registry.store.pending_exchanges()).unwrap(),
+        1
+    );
 }

@@ -121,9 +121,17 @@ pub struct Request {
     pub payload: Vec<u8>,
 }
 
-/// Parses a request datagram.
+/// Parses a request datagram. Acknowledgements and resets are never
+/// requests (RFC 7252 §4.2, §4.3): None, so nothing is processed or
+/// answered.
 pub fn parse_request_datagram(bytes: &[u8]) -> Option<Request> {
     let p = Packet::from_bytes(bytes).ok()?;
+    if !matches!(
+        p.header.get_type(),
+        MessageType::Confirmable | MessageType::NonConfirmable
+    ) {
+        return None;
+    }
     let path: Vec<Vec<u8>> = p
         .get_option(CoapOption::UriPath)
         .map(|l| l.iter().cloned().collect())

@@ -288,3 +288,46 @@ fn suite_negotiation_follows_the_rfc() {
         EdhocError::PeerError { code: 2, .. }
     ));
 }
+
+/// EAD_1 is parsed, not taken on faith: bytes that are not EAD items
+/// (trailing junk) are malformed, a critical item the responder does not
+/// understand is refused, non-critical items and padding are ignored.
+#[test]
+fn message_1_trailing_bytes_and_critical_ead_are_refused() {
+    let suite = Suite::P256Es256;
+    let m1_with = |ead: &[u8]| {
+        Initiator::start(
+            suite,
+            ConnId(vec![0x0e]),
+            ead,
+            Box::new(SoftwareEphemeral::generate(suite)),
+        )
+        .1
+    };
+    // Non-critical item with a value, a bare non-critical label, padding.
+    for ok in [
+        &[0x05, 0x41, 0x01][..],
+        &[0x18, 0x2a][..],
+        &[0x00, 0x42, 0, 0][..],
+    ] {
+        assert!(
+            Responder::process_message_1(&m1_with(ok), &[suite]).is_ok(),
+            "{ok:02x?}"
+        );
+    }
+    // Critical items: label -5 with a value, label -1 bare.
+    for (ead, label) in [(&[0x24, 0x41, 0x01][..], -5), (&[0x20][..], -1)] {
+        assert!(matches!(
+            Responder::process_message_1(&m1_with(ead), &[suite]),
+            Err(EdhocError::CriticalEad(l)) if l == label
+        ));
+    }
+    // Trailing bytes that are not an EAD item: a byte string, a text
+    // string, an array.
+    for junk in [&[0x41, 0x00][..], &[0x61, 0x61][..], &[0x80][..]] {
+        assert!(matches!(
+            Responder::process_message_1(&m1_with(junk), &[suite]),
+            Err(EdhocError::Malformed(_))
+        ));
+    }
+}

@@ -80,6 +80,10 @@ pub enum EdhocError {
     /// The message is not well-formed CBOR of the expected shape.
     #[error("malformed message: {0}")]
     Malformed(&'static str),
+    /// A critical EAD item (negative label) this endpoint does not
+    /// understand (RFC 9528 §3.8).
+    #[error("unsupported critical EAD item {0}")]
+    CriticalEad(i64),
     /// CBOR-level error.
     #[error("malformed CBOR: {0}")]
     Cbor(#[from] CborError),
@@ -398,6 +402,34 @@ pub fn parse_error_message(msg: &[u8]) -> Option<EdhocError> {
 pub(crate) fn check_len(msg: &[u8]) -> Result<(), EdhocError> {
     if msg.len() > MAX_MESSAGE {
         return Err(EdhocError::TooLong(msg.len()));
+    }
+    Ok(())
+}
+
+/// Checks an EAD field (RFC 9528 §3.8): a sequence of `ead_label` (int)
+/// each optionally followed by `ead_value` (bstr). No item is understood
+/// here: a critical one (negative label) is refused, non-critical ones and
+/// padding (label 0) are ignored; anything else is malformed (so bytes
+/// trailing a message are not silently taken for EAD).
+pub(crate) fn check_ead(ead: &[u8]) -> Result<(), EdhocError> {
+    let mut d = cbor::Decoder::new(ead);
+    while !d.is_empty() {
+        let label = match d.peek_major() {
+            Ok(cbor::major::UINT | cbor::major::NINT) => {
+                d.int().map_err(|_| EdhocError::Malformed("EAD label"))?
+            }
+            _ => {
+                return Err(EdhocError::Malformed(
+                    "EAD: an item must start with an integer label",
+                ))
+            }
+        };
+        if !d.is_empty() && d.peek_major().ok() == Some(cbor::major::BSTR) {
+            d.bstr().map_err(|_| EdhocError::Malformed("EAD value"))?;
+        }
+        if label < 0 {
+            return Err(EdhocError::CriticalEad(label));
+        }
     }
     Ok(())
 }

@@ -5,8 +5,8 @@
 use super::crypto::{self, EphemeralKey, SignatureKey};
 use super::kdf::{self, Session};
 use super::{
-    check_len, parse_error_message, ConnId, Credential, EdhocError, IdCred, Suite, HASH_LEN,
-    METHOD_SIG_SIG,
+    check_ead, check_len, parse_error_message, ConnId, Credential, EdhocError, IdCred, Suite,
+    HASH_LEN, METHOD_SIG_SIG,
 };
 use crate::cbor::{self, Decoder};
 use zeroize::Zeroizing;
@@ -98,6 +98,7 @@ impl Responder {
         let g_x = d.bstr().map_err(|_| EdhocError::Malformed("G_X"))?.to_vec();
         let c_i = ConnId::decode(&mut d)?;
         let ead_1 = d.rest().to_vec();
+        check_ead(&ead_1)?;
         let selected = *suites.last().ok_or(EdhocError::Malformed("SUITES_I"))?;
         let preferred_supported = suites[..suites.len() - 1]
             .iter()
