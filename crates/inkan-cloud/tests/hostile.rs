@@ -19,7 +19,8 @@ on_both_stores!(
     a_duplicate_in_flight_is_answered_once_and_handled_once,
     concurrent_requests_of_one_session_are_all_served,
     a_reading_time_no_export_can_reach_is_refused,
-    handshake_messages_sent_as_ack_or_reset_are_ignored
+    handshake_messages_sent_as_ack_or_reset_are_ignored,
+    a_command_the_device_cannot_take_stops_blocking_the_queue
 );
 
 fn app(w: &World, db: Db, dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<App> {
@@ -237,4 +238,75 @@ fn handshake_messages_sent_as_ack_or_reset_are_ignored(db: Db) {
         rt.block_on(app.registry.store.pending_exchanges()).unwrap(),
         1
     );
+}
+
+/// A command delivered again and again without a result (the device
+/// cannot parse it, or fails before reporting) is set aside as refused
+/// after three deliveries; the command queued behind it is delivered.
+fn a_command_the_device_cannot_take_stops_blocking_the_queue(db: Db) {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = rt.block_on(common::db_url(db, dir.path()));
+    let key = inkan_pki::SoftwareKey::load(
+        &w.factory.dir().join("keys/dev-cloud-command.key.pem"),
+        b"pw",
+    )
+    .unwrap();
+    let app = Arc::new(
+        App::new(
+            Registry::new(rt.block_on(Store::open(&url)).unwrap()),
+            identity(&w.cloud_key),
+            Limits::default(),
+        )
+        .with_command_key(Box::new(key)),
+    );
+    let tenant = rt
+        .block_on(app.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &app.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, app.clone());
+    let c = connect(driver(&w, 0), addr, quick()).unwrap();
+    let mut up = inkan_device::Uplink::new(&c, addr, quick()).unwrap();
+    let dev = rt
+        .block_on(app.registry.store.devices_in(&tenant, 10, 0))
+        .unwrap()
+        .remove(0);
+    let issue = |action: &str| {
+        rt.block_on(inkan_cloud::commands::issue(
+            &app,
+            &tenant,
+            std::slice::from_ref(&dev),
+            action,
+            b"",
+            300,
+        ))
+        .unwrap()
+        .remove(0)
+        .0
+    };
+    let stuck = issue("jam");
+    std::thread::sleep(Duration::from_millis(5));
+    let next = issue("open");
+    let id_of = |cose: &[u8]| hex::encode(inkan_proto::command::Command::open(cose).unwrap().0.id);
+    for _ in 0..3 {
+        let cose = up.next_command().unwrap().unwrap();
+        assert_eq!(
+            id_of(&cose),
+            stuck,
+            "delivered again while it has no result"
+        );
+    }
+    let cose = up.next_command().unwrap().unwrap();
+    assert_eq!(id_of(&cose), next, "the queue moves on");
+    let rows = rt
+        .block_on(app.registry.store.commands(&tenant, None, 100))
+        .unwrap();
+    let set_aside = rows.iter().find(|r| r.id == stuck).unwrap();
+    assert_eq!(set_aside.state.as_str(), "refused");
+    assert!(set_aside
+        .result
+        .as_deref()
+        .unwrap()
+        .contains("no result after 3 deliveries"));
 }

@@ -307,6 +307,70 @@ fn tokens_roles_and_tenants(db: Db) {
         2
     );
 
+    // Tokens expire, are listed without their secrets, and are revoked;
+    // an expired or revoked token is refused like an unknown one.
+    let (s, short) = a.post(
+        "/v1/tokens",
+        &admin_a,
+        json!({ "role": "viewer", "ttl_secs": 1 }),
+    );
+    assert_eq!(s, 200, "{short}");
+    let short = short["token"].as_str().unwrap().to_string();
+    assert_eq!(a.get("/v1/devices", Some(&short)).0, 200);
+    assert_eq!(
+        a.post(
+            "/v1/tokens",
+            &admin_a,
+            json!({ "role": "viewer", "ttl_secs": -1 })
+        )
+        .0,
+        400
+    );
+    let (s, doomed) = a.post("/v1/tokens", &admin_a, json!({ "role": "operator" }));
+    assert_eq!(s, 200);
+    let doomed = doomed["token"].as_str().unwrap().to_string();
+    let doomed_id = doomed
+        .trim_start_matches("ink_")
+        .split_once('_')
+        .unwrap()
+        .0
+        .to_string();
+    assert_eq!(a.get("/v1/tokens", Some(&viewer_a)).0, 403);
+    let (s, list) = a.get("/v1/tokens", Some(&admin_a));
+    assert_eq!(s, 200);
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == doomed_id.as_str()));
+    assert!(
+        !list.to_string().contains(doomed.split('_').nth(2).unwrap()),
+        "no secret listed"
+    );
+    assert_eq!(a.get("/v1/devices", Some(&doomed)).0, 200);
+    assert_eq!(
+        a.post(
+            &format!("/v1/tokens/{doomed_id}/revoke"),
+            &admin_b,
+            json!({})
+        )
+        .0,
+        404,
+        "another tenant cannot revoke it"
+    );
+    assert_eq!(
+        a.post(
+            &format!("/v1/tokens/{doomed_id}/revoke"),
+            &admin_a,
+            json!({})
+        )
+        .0,
+        200
+    );
+    assert_eq!(a.get("/v1/devices", Some(&doomed)).0, 401);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(a.get("/v1/devices", Some(&short)).0, 401);
+
     // Tokens: only an admin mints them, bound to its own tenant.
     assert_eq!(
         a.post("/v1/tokens", &operator_a, json!({ "role": "viewer" }))

@@ -261,7 +261,8 @@ Example:
         #[arg(long, default_value_t = 0)]
         count: u64,
         /// File recording the command ids run (each runs at most once,
-        /// across restarts too).
+        /// across restarts too); by default beside the device secrets
+        /// (`<secrets>.executed`).
         #[arg(long)]
         executed: Option<PathBuf>,
         /// Sign each batch in the secure element (COSE_Sign1), for families
@@ -484,7 +485,11 @@ pub fn device(c: DeviceCmd) -> Result<()> {
                     if b.trial { ", trial" } else { "" }
                 );
             }
-            let mut executed = inkan_device::Executed::open(executed.as_deref())?;
+            // Commands run are recorded on disk (by default beside the
+            // device secrets), so a command delivered again after a restart
+            // never runs twice.
+            let executed = executed.unwrap_or_else(|| device_secrets.with_extension("executed"));
+            let mut executed = inkan_device::Executed::open(Some(&executed))?;
             let mut valve_open = false;
             let mut actuator = |c: &inkan_proto::command::Command| -> Result<String, String> {
                 match c.action.as_str() {
@@ -693,6 +698,9 @@ enum CloudCmd {
     /// Transfers of ownership between tenants.
     #[command(subcommand)]
     Transfer(TransferCmd),
+    /// API tokens of the tenant: create (with a lifetime), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Families.
     #[command(subcommand)]
     Family(FamilyCmd),
@@ -887,6 +895,29 @@ enum DeviceCloudCmd {
         /// Why (kept in its history).
         #[arg(long, default_value = "operator request")]
         reason: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum TokenCmd {
+    /// A new token (shown once).
+    #[command(after_help = "Example:\n  inkan cloud token create --role viewer --ttl 86400")]
+    Create {
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Seconds it stays valid (until revoked when omitted).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=31_622_400))]
+        ttl: Option<i64>,
+    },
+    /// The tenant's tokens (never their secrets).
+    #[command(after_help = "Example:\n  inkan cloud token list")]
+    List,
+    /// Revoke a token: refused from now on.
+    #[command(after_help = "Example:\n  inkan cloud token revoke 3f9c…")]
+    Revoke {
+        /// Token id (the part after `ink_`).
+        id: String,
     },
 }
 
@@ -1096,6 +1127,14 @@ pub fn cloud(a: CloudArgs) -> Result<()> {
                 .context("the API sent a transfer that is not hex")?;
             std::fs::write(&out, &doc).with_context(|| format!("writing {}", out.display()))?;
             serde_json::json!({ "transfer": out, "devices": devices.len(), "to": to })
+        }
+        CloudCmd::Token(TokenCmd::Create { role, ttl }) => post(
+            "/v1/tokens",
+            serde_json::json!({ "role": role, "ttl_secs": ttl }),
+        )?,
+        CloudCmd::Token(TokenCmd::List) => get("/v1/tokens")?,
+        CloudCmd::Token(TokenCmd::Revoke { id }) => {
+            post(&format!("/v1/tokens/{id}/revoke"), serde_json::json!({}))?
         }
         CloudCmd::Transfer(TransferCmd::Claim { file }) => {
             let doc =

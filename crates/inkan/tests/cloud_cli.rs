@@ -213,6 +213,10 @@ fn factory_cloud_and_device_through_the_cli() {
         .unwrap());
     assert!(run.contains("batch 1: 3 readings stored"), "{run}");
     assert!(run.contains("open: succeeded (valve open)"), "{run}");
+    // The command ids run are on disk by default, so a restart never runs
+    // a re-delivered command twice.
+    let ran = std::fs::read_to_string(secrets.with_extension("executed")).unwrap();
+    assert_eq!(ran.lines().count(), 1, "{ran}");
     let cmds = ok(cloud_cmd(&["commands", "--device", &id]));
     assert!(cmds.contains("\"succeeded\""), "{cmds}");
     let readings = ok(cloud_cmd(&["readings", "--format", "csv"]));
@@ -609,6 +613,43 @@ fn a_device_handed_from_maker_to_operator_then_decommissioned() {
         .to_string()
     };
     let (maker, operator) = (token_of("maker"), token_of("operator"));
+    // Tokens through the CLI: a short-lived viewer token, listed, revoked.
+    let viewer: serde_json::Value = serde_json::from_str(&ok(inkan(d)
+        .args(["cloud", "--api", &api_url, "--token", &maker])
+        .args(["token", "create", "--role", "viewer", "--ttl", "600"])
+        .output()
+        .unwrap()))
+    .unwrap();
+    let viewer = viewer["token"].as_str().unwrap().to_string();
+    let viewer_id = viewer
+        .trim_start_matches("ink_")
+        .split_once('_')
+        .unwrap()
+        .0
+        .to_string();
+    let listed = ok(inkan(d)
+        .args([
+            "cloud", "--api", &api_url, "--token", &maker, "token", "list",
+        ])
+        .output()
+        .unwrap());
+    assert!(listed.contains(&viewer_id), "{listed}");
+    ok(inkan(d)
+        .args(["cloud", "--api", &api_url, "--token", &viewer, "devices"])
+        .output()
+        .unwrap());
+    ok(inkan(d)
+        .args([
+            "cloud", "--api", &api_url, "--token", &maker, "token", "revoke", &viewer_id,
+        ])
+        .output()
+        .unwrap());
+    let refused = inkan(d)
+        .args(["cloud", "--api", &api_url, "--token", &viewer, "devices"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
     let as_ = |token: &str, args: &[&str]| {
         inkan(d)
             .args(["cloud", "--api", &api_url, "--token", token])

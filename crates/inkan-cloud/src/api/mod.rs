@@ -74,6 +74,16 @@ pub async fn create_token(
     tenant_id: &str,
     role: Role,
 ) -> Result<String, StoreError> {
+    create_token_for(store, tenant_id, role, None).await
+}
+
+/// The same, valid for `ttl_secs` when given.
+pub async fn create_token_for(
+    store: &Store,
+    tenant_id: &str,
+    role: Role,
+    ttl_secs: Option<i64>,
+) -> Result<String, StoreError> {
     let id = new_id();
     let mut secret = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
@@ -84,10 +94,20 @@ pub async fn create_token(
             tenant_id,
             &hex::encode(sha2::Sha256::digest(secret.as_bytes())),
             role.as_str(),
+            ttl_secs.map(|t| crate::store::now().saturating_add(t)),
         )
         .await?;
     store
-        .audit(Some(tenant_id), "token", &id, "created", role.as_str())
+        .audit(
+            Some(tenant_id),
+            "token",
+            &id,
+            "created",
+            &match ttl_secs {
+                Some(t) => format!("{}, expires in {t} s", role.as_str()),
+                None => role.as_str().to_string(),
+            },
+        )
         .await?;
     Ok(format!("ink_{id}_{secret}"))
 }
@@ -172,7 +192,13 @@ async fn caller(
     let (id, secret) = rest.split_once('_').ok_or_else(unauthorized)?;
     let Some((tenant_id, hash, role)) = store.token(id).await? else {
         store
-            .audit(None, "api", what, "denied", "unknown token")
+            .audit(
+                None,
+                "api",
+                what,
+                "denied",
+                "unknown, expired or revoked token",
+            )
             .await?;
         return Err(unauthorized());
     };
@@ -209,6 +235,7 @@ async fn caller(
     store
         .audit(Some(&tenant_id), "api", what, "ok", &format!("token {id}"))
         .await?;
+    store.token_used(id).await?;
     Ok(Caller {
         tenant_id,
         role,
@@ -282,7 +309,9 @@ fn not_found() -> ApiError {
         firmware::create_campaign,
         firmware::campaign_progress,
         audit::audit,
-        tokens::new_token
+        tokens::new_token,
+        tokens::list_tokens,
+        tokens::revoke_token
     ),
     components(schemas(
         DeviceView,
@@ -303,6 +332,7 @@ fn not_found() -> ApiError {
         FirmwareBody,
         CampaignBody,
         TokenBody,
+        crate::store::TokenRow,
         AuditView,
         DecommissionBody,
         CredentialView,
@@ -400,7 +430,11 @@ pub fn router(auth: Arc<App>) -> Router {
             // Images are large; the limit applies to this route only.
             post(firmware::upload_firmware).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)),
         )
-        .route("/v1/tokens", post(tokens::new_token))
+        .route(
+            "/v1/tokens",
+            get(tokens::list_tokens).post(tokens::new_token),
+        )
+        .route("/v1/tokens/{id}/revoke", post(tokens::revoke_token))
         .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
         .layer(axum::middleware::from_fn(refuse_nul))
         .with_state(st)

@@ -26,6 +26,9 @@ pub struct CommandRow {
     pub result: Option<String>,
 }
 
+/// Deliveries without a result after which a command is set aside.
+pub const MAX_DELIVERIES: i64 = 3;
+
 impl Store {
     /// Queues a signed command.
     #[allow(clippy::too_many_arguments)]
@@ -70,7 +73,9 @@ impl Store {
 
     /// The next command for a device (oldest queued, or delivered without
     /// a result), marked delivered; commands past their expiry become
-    /// expired first.
+    /// expired first, and one delivered [`MAX_DELIVERIES`] times without a
+    /// result (the device cannot take it) is set aside as refused, so it no
+    /// longer blocks the queue.
     pub async fn next_command(
         &self,
         device_id: &str,
@@ -84,6 +89,18 @@ impl Store {
         .bind(device_id)
         .execute(&self.pool)
         .await?;
+        sqlx::query(
+            "UPDATE commands SET state = 'refused', finished = $1, result = $2 \
+             WHERE device_id = $3 AND state = 'delivered' AND deliveries >= $4",
+        )
+        .bind(t)
+        .bind(format!(
+            "no result after {MAX_DELIVERIES} deliveries: the device cannot take it"
+        ))
+        .bind(device_id)
+        .bind(MAX_DELIVERIES)
+        .execute(&self.pool)
+        .await?;
         let r = sqlx::query(
             "SELECT id, cose FROM commands WHERE device_id = $1 AND state IN ('queued', 'delivered') \
              ORDER BY created, id LIMIT 1",
@@ -93,11 +110,14 @@ impl Store {
         .await?;
         let Some(r) = r else { return Ok(None) };
         let id: String = r.try_get("id")?;
-        sqlx::query("UPDATE commands SET state = 'delivered', delivered = $1 WHERE id = $2 AND state = 'queued'")
-            .bind(t)
-            .bind(&id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE commands SET state = 'delivered', delivered = COALESCE(delivered, $1), \
+             deliveries = deliveries + 1 WHERE id = $2",
+        )
+        .bind(t)
+        .bind(&id)
+        .execute(&self.pool)
+        .await?;
         Ok(Some((id, r.try_get("cose")?)))
     }
 

@@ -20,6 +20,7 @@ pub use devices::{
 pub use families::{FamilyRow, RevocationRow};
 pub use readings::{ReadingKey, ReadingRow};
 pub use sessions::SessionRow;
+pub use tokens::TokenRow;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::AnyPool;
