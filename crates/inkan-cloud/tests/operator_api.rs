@@ -22,6 +22,10 @@ struct Api {
 }
 
 fn api(db: Db) -> Api {
+    api_with(db, inkan_cloud::api::HttpLimits::default())
+}
+
+fn api_with(db: Db, limits: inkan_cloud::api::HttpLimits) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (base, store) = rt.block_on(async {
@@ -36,7 +40,7 @@ fn api(db: Db) -> Api {
         ));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(inkan_cloud::api::serve(l, auth));
+        tokio::spawn(inkan_cloud::api::serve_with(l, auth, limits));
         (base, store)
     });
     Api {
@@ -498,3 +502,56 @@ fn families_with_proof_of_possession(db: Db) {
 }
 
 on_both_stores!(tokens_roles_and_tenants, families_with_proof_of_possession);
+
+/// Slow clients (headers never finished) hold a connection for the header
+/// timeout only, and no more connections than the cap are kept: the API
+/// answers again as soon as they are gone, and the process never runs out
+/// of descriptors.
+#[test]
+fn slow_clients_are_cut_off_and_connections_capped() {
+    use std::io::{Read, Write};
+    let a = api_with(
+        Db::Sqlite,
+        inkan_cloud::api::HttpLimits {
+            header_read_timeout: std::time::Duration::from_millis(800),
+            connection_lifetime: std::time::Duration::from_secs(30),
+            max_connections: 8,
+        },
+    );
+    let token = a.token("acme", Role::Viewer);
+    let addr = a.base.trim_start_matches("http://").to_string();
+    let slow: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /v1/devices HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Past the cap: closed at once, unanswered.
+    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+    extra
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let _ = extra.write_all(b"GET /v1/devices HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(extra.read(&mut buf), Ok(0) | Err(_)),
+        "a connection past the cap was served"
+    );
+    // The slow ones are cut off after the header timeout...
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    for mut s in slow {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(
+            !String::from_utf8_lossy(&rest).contains("200 OK"),
+            "a request with unfinished headers was served"
+        );
+    }
+    // ...and the API answers again.
+    assert_eq!(a.get("/v1/devices", Some(&token)).0, 200);
+}

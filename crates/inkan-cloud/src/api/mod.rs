@@ -442,5 +442,64 @@ pub fn router(auth: Arc<App>) -> Router {
 
 /// Serves the API on a listener.
 pub async fn serve(listener: tokio::net::TcpListener, auth: Arc<App>) -> std::io::Result<()> {
-    axum::serve(listener, router(auth)).await
+    serve_with(listener, auth, HttpLimits::default()).await
+}
+
+/// What one client may hold of the API server.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Time to send a request's headers; a slower client is disconnected.
+    pub header_read_timeout: std::time::Duration,
+    /// Longest life of one connection (keep-alive included).
+    pub connection_lifetime: std::time::Duration,
+    /// Connections open at once; past it, new ones are closed at once so
+    /// the process never runs out of file descriptors.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            connection_lifetime: std::time::Duration::from_secs(300),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves the API with explicit limits: a header-read timeout, a
+/// connection lifetime and a cap on open connections (slow clients cannot
+/// exhaust the server).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    auth: Arc<App>,
+    limits: HttpLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let app = router(auth);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            // Out of descriptors or a connection reset before accept: wait
+            // a moment rather than spin or stop.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
+            drop(permit);
+        });
+    }
 }
