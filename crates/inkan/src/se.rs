@@ -122,12 +122,16 @@ Example:
   inkan se serve --state chip.json --listen unix:/tmp/se.sock
   inkan se serve --state chip.json --personality a110 --listen tcp:127.0.0.1:7020 --busy nominal
 
-The state file is created if missing. The socket framing is documented in
+A missing state file is an error, unless --init asks for a new chip.
+The socket framing is documented in
 inkan-se's transport::socket module (a few lines of Python can drive it).")]
     Serve {
-        /// The chip's state file; created (with --personality) if missing.
+        /// The chip's state file (see `inkan se init`).
         #[arg(long)]
         state: PathBuf,
+        /// Create the state file (with --personality) when it is missing.
+        #[arg(long)]
+        init: bool,
         /// Personality for a new state file.
         #[arg(long, value_enum, default_value = "a120")]
         personality: PersonalityArg,
@@ -437,6 +441,7 @@ pub fn run(a: Args) -> Result<()> {
             personality,
             listen,
             busy,
+            init,
         } => {
             let busy = parse_busy(&busy)?;
             // One server per state file: a second one would write the same
@@ -457,8 +462,14 @@ pub fn run(a: Args) -> Result<()> {
             }
             let chip = if state.exists() {
                 Chip::open(&state)?
-            } else {
+            } else if init {
                 Chip::create(&state, personality.into(), inkan_se::chip::random_serial())?
+            } else {
+                bail!(
+                    "no chip state at {}: create one with `inkan se init --state {}` (or pass --init)",
+                    state.display(),
+                    state.display()
+                );
             };
             let l = server::Listener::bind(&listen)
                 .with_context(|| format!("listening on {listen}"))?;

@@ -71,13 +71,13 @@ fn one_chip_on_a_socket(d: &Path, org: &str, family: &str) -> (Child, PathBuf, P
     ] {
         ok(inkan(d).args(&args).output().unwrap());
     }
+    // The first chip state (or device secrets) file, not a chip's seal.
     let first = |dir: &str| {
         std::fs::read_dir(d.join("factory/batches/b1").join(dir))
             .unwrap()
-            .next()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "json"))
             .unwrap()
-            .unwrap()
-            .path()
     };
     let (chip, secrets) = (first("chips"), first("devices"));
     let sock = d.join("se.sock");

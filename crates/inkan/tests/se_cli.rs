@@ -29,6 +29,7 @@ fn serve(state: &Path, listen: &str, personality: &str) -> (Child, String) {
         .args([
             "se",
             "serve",
+            "--init",
             "--personality",
             personality,
             "--listen",
@@ -265,6 +266,7 @@ fn bad_cli_input_gets_a_clear_error() {
             .args([
                 "se",
                 "serve",
+                "--init",
                 "--personality",
                 "a120",
                 "--listen",
@@ -306,7 +308,20 @@ fn bad_cli_input_gets_a_clear_error() {
         .arg(&junk)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a valid chip image"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("altered or rolled back"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A missing state file is an error, not a blank chip, unless --init.
+    let out = inkan()
+        .args(["se", "serve", "--listen", "tcp:127.0.0.1:0", "--state"])
+        .arg(dir.path().join("nothing.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no chip state at"));
+    assert!(!dir.path().join("nothing.json").exists());
 }
 
 /// Decrements a counter as fast as possible while the server is killed with
