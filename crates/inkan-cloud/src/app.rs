@@ -22,6 +22,8 @@ pub struct App {
     /// race on its replay window here; other replicas are kept apart by the
     /// store's compare-and-set.
     pub(crate) session_locks: Vec<tokio::sync::Mutex<()>>,
+    /// How long audit entries are kept.
+    pub(crate) audit_retention: std::time::Duration,
 }
 
 /// Shards of the per-session request locks.
@@ -46,6 +48,22 @@ impl App {
         self.limits
     }
 
+    /// Keeps audit entries for `retention` (one year by default); older
+    /// ones are deleted by the device endpoint's housekeeping.
+    pub fn with_audit_retention(mut self, retention: std::time::Duration) -> App {
+        self.audit_retention = retention;
+        self
+    }
+
+    /// Deletes audit entries older than the retention; returns how many.
+    pub async fn purge_audit(&self) -> Result<u64, crate::store::StoreError> {
+        let keep = i64::try_from(self.audit_retention.as_nanos()).unwrap_or(i64::MAX);
+        self.registry
+            .store
+            .purge_audit_before(crate::store::now_nanos().saturating_sub(keep))
+            .await
+    }
+
     /// The application over a registry.
     pub fn new(registry: Registry, identity: CloudIdentity, limits: Limits) -> App {
         App {
@@ -56,6 +74,7 @@ impl App {
             previous_command_key: None,
             firmware_key: None,
             refusals: Mutex::new(RefusalTally::default()),
+            audit_retention: std::time::Duration::from_secs(365 * 24 * 3600),
             session_locks: (0..SESSION_LOCK_SHARDS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

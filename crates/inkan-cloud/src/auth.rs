@@ -57,17 +57,30 @@ impl AuthError {
     }
 }
 
-/// Refusals at message_1 (nothing identifies a tenant yet), counted per
-/// reason and written to the audit log at most once per interval: a flood
-/// cannot grow the log without bound.
+/// Refusals of unauthenticated traffic (nothing identifies a tenant):
+/// counted per kind, source address and reason, and written to the audit
+/// log as aggregates at most once per interval, so a flood cannot grow the
+/// log without bound. At most [`REFUSAL_KEYS`] distinct keys are kept per
+/// interval; more sources are counted as "other sources".
 #[derive(Default)]
 pub(crate) struct RefusalTally {
     pub(crate) since: Option<std::time::Instant>,
-    pub(crate) counts: std::collections::BTreeMap<String, u64>,
+    pub(crate) counts: std::collections::BTreeMap<(String, String, String), u64>,
 }
 
-/// How often aggregated message_1 refusals are written.
+/// How often aggregated refusals are written.
 pub const REFUSAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Distinct (kind, source, reason) keys counted per interval.
+pub const REFUSAL_KEYS: usize = 1024;
+
+/// The source address of a peer (its IP, without the port: a flood from
+/// many ports of one host is one source).
+pub fn source_of(peer: &str) -> String {
+    peer.parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| peer.to_string())
+}
 
 /// Limits on pending exchanges.
 #[derive(Clone, Copy, Debug)]
@@ -249,42 +262,56 @@ fn conn_id_hex(c: &ConnId) -> String {
 }
 
 impl App {
-    /// Counts a message_1 refusal; the first of an interval is written at
-    /// once, the others as one aggregated entry per reason when the next
-    /// interval begins.
-    async fn refused_at_message_1(&self, reason: &str) {
-        let due: Vec<(String, u64)> = {
+    /// Counts a refusal of unauthenticated traffic: the first after a
+    /// quiet interval is written at once, the others as one aggregated
+    /// entry per kind, source and reason when the interval ends.
+    pub async fn refused_unauthenticated(&self, kind: &str, peer: &str, reason: &str) {
+        let key = (kind.to_string(), source_of(peer), reason.to_string());
+        let due: Vec<((String, String, String), u64)> = {
             let Ok(mut t) = self.refusals.lock() else {
                 return;
             };
             let now = std::time::Instant::now();
             match t.since {
                 Some(since) if now.duration_since(since) < REFUSAL_INTERVAL => {
-                    *t.counts.entry(reason.to_string()).or_default() += 1;
+                    let key = if t.counts.len() >= REFUSAL_KEYS && !t.counts.contains_key(&key) {
+                        (key.0, "other sources".to_string(), key.2)
+                    } else {
+                        key
+                    };
+                    *t.counts.entry(key).or_default() += 1;
                     Vec::new()
                 }
                 _ => {
-                    let mut out: Vec<(String, u64)> = std::mem::take(&mut t.counts)
-                        .into_iter()
-                        .filter(|(_, n)| *n > 0)
-                        .collect();
-                    out.push((reason.to_string(), 1));
+                    let mut out: Vec<_> = std::mem::take(&mut t.counts).into_iter().collect();
+                    out.push((key, 1));
                     t.since = Some(now);
                     out
                 }
             }
         };
-        for (r, n) in due {
+        self.write_refusals(due).await;
+    }
+
+    /// Writes what was counted and starts a new interval (the device
+    /// endpoint calls this every [`REFUSAL_INTERVAL`]).
+    pub async fn flush_refusals(&self) {
+        let due: Vec<_> = match self.refusals.lock() {
+            Ok(mut t) => {
+                t.since = None;
+                std::mem::take(&mut t.counts).into_iter().collect()
+            }
+            Err(_) => return,
+        };
+        self.write_refusals(due).await;
+    }
+
+    async fn write_refusals(&self, due: Vec<((String, String, String), u64)>) {
+        for ((kind, source, reason), n) in due {
             let _ = self
                 .registry
                 .store
-                .audit(
-                    None,
-                    "authenticate",
-                    "message_1",
-                    "refused",
-                    &format!("{n} x {r}"),
-                )
+                .audit(None, &kind, &source, "refused", &format!("{n} x {reason}"))
                 .await;
         }
     }
@@ -294,7 +321,12 @@ impl App {
     pub async fn message_1(&self, m1: &[u8], peer: &str) -> Result<Vec<u8>, (AuthError, Vec<u8>)> {
         let r = self.message_1_inner(m1, peer).await;
         if let Err((e, _)) = &r {
-            self.refused_at_message_1(&e.reason()).await;
+            self.refused_unauthenticated(
+                "authenticate",
+                peer,
+                &format!("message_1: {}", e.reason()),
+            )
+            .await;
         }
         r
     }
@@ -396,15 +428,22 @@ impl App {
                     Some(chain) => self.registry.tenant_of(chain).await,
                     None => None,
                 };
-                store
-                    .audit(
-                        tenant.as_deref(),
-                        "authenticate",
-                        peer,
-                        "refused",
-                        &e.reason(),
-                    )
-                    .await?;
+                match tenant {
+                    Some(t) => {
+                        store
+                            .audit(Some(&t), "authenticate", peer, "refused", &e.reason())
+                            .await?
+                    }
+                    // Nothing identifies a tenant: counted, not a row each.
+                    None => {
+                        self.refused_unauthenticated(
+                            "authenticate",
+                            peer,
+                            &format!("message_3: {}", e.reason()),
+                        )
+                        .await
+                    }
+                }
             }
         }
         result

@@ -113,11 +113,21 @@ pub async fn handle(app: &App, req: &Packet, peer: &str) -> Packet {
     match handle_inner(app, req).await {
         Ok(rsp) => rsp,
         Err((e, tenant, protected)) => {
-            let _ = app
-                .registry
-                .store
-                .audit(tenant.as_deref(), "oscore", peer, "refused", &e.to_string())
-                .await;
+            match &tenant {
+                // An authenticated request: its device's tenant sees it.
+                Some(t) => {
+                    let _ = app
+                        .registry
+                        .store
+                        .audit(Some(t), "oscore", peer, "refused", &e.to_string())
+                        .await;
+                }
+                // Unauthenticated: counted, not a row per datagram.
+                None => {
+                    app.refused_unauthenticated("oscore", peer, &e.to_string())
+                        .await
+                }
+            }
             if let Some(p) = protected {
                 return p;
             }

@@ -162,6 +162,24 @@ pub async fn handle(auth: &App, bytes: &[u8], peer: SocketAddr) -> Option<Vec<u8
 pub async fn serve(socket: UdpSocket, auth: Arc<App>) -> std::io::Result<()> {
     let socket = Arc::new(socket);
     let dedup = Arc::new(Mutex::new(Dedup::default()));
+    // Aggregated refusals of unauthenticated traffic reach the audit log
+    // once per interval.
+    // Housekeeping: aggregated refusals of unauthenticated traffic reach
+    // the audit log once per interval; entries past the retention go once
+    // an hour.
+    let keeper = auth.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::auth::REFUSAL_INTERVAL);
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            keeper.flush_refusals().await;
+            if n.is_multiple_of(360) {
+                let _ = keeper.purge_audit().await;
+            }
+            n += 1;
+        }
+    });
     // One byte more than the largest request: a datagram that fills the
     // buffer is too large.
     let mut buf = vec![0u8; MAX_OSCORE_DATAGRAM + 1];

@@ -311,6 +311,7 @@ fn replayed_spliced_expired_and_flooded_exchanges_are_refused(db: Db) {
         Err(AuthError::Expired)
     ));
 
+    rt.block_on(auth.flush_refusals());
     let audit = rt.block_on(auth.registry.store.audit_tail(100)).unwrap();
     for reason in [
         "replayed or unknown message_3",
@@ -1295,6 +1296,9 @@ fn readings_flow_under_oscore_and_attacks_are_refused(db: Db) {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // Refusals of requests that did not verify are counted and written per
+    // interval (the endpoint flushes every 10 s): flush now.
+    rt.block_on(auth.flush_refusals());
     let audit = rt.block_on(auth.registry.store.audit_tail(100)).unwrap();
     for reason in [
         "decryption failed",

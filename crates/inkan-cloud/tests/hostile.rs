@@ -20,7 +20,8 @@ on_both_stores!(
     concurrent_requests_of_one_session_are_all_served,
     a_reading_time_no_export_can_reach_is_refused,
     handshake_messages_sent_as_ack_or_reset_are_ignored,
-    a_command_the_device_cannot_take_stops_blocking_the_queue
+    a_command_the_device_cannot_take_stops_blocking_the_queue,
+    audit_entries_past_the_retention_are_deleted
 );
 
 fn app(w: &World, db: Db, dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<App> {
@@ -309,4 +310,30 @@ fn a_command_the_device_cannot_take_stops_blocking_the_queue(db: Db) {
         .as_deref()
         .unwrap()
         .contains("no result after 3 deliveries"));
+}
+
+/// Audit entries older than the retention are deleted; newer ones stay.
+fn audit_entries_past_the_retention_are_deleted(db: Db) {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = rt.block_on(common::db_url(db, dir.path()));
+    let app = App::new(
+        Registry::new(rt.block_on(Store::open(&url)).unwrap()),
+        identity(&w.cloud_key),
+        Limits::default(),
+    )
+    .with_audit_retention(Duration::from_millis(300));
+    let store = &app.registry.store;
+    for k in 0..5 {
+        rt.block_on(store.audit(None, "test", &format!("old {k}"), "ok", ""))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    rt.block_on(store.audit(None, "test", "new", "ok", ""))
+        .unwrap();
+    assert_eq!(rt.block_on(app.purge_audit()).unwrap(), 5);
+    let left = rt.block_on(store.audit_tail(100)).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1, "new");
 }

@@ -575,11 +575,23 @@ fn refusals_at_message_1_are_audited_in_bounded_aggregates(db: Db) {
     for _ in 0..300 {
         assert!(rt.block_on(auth.message_1(&m1, "flood")).is_err());
     }
-    let audit = rt.block_on(auth.registry.store.audit_tail(1000)).unwrap();
-    let rows: Vec<_> = audit
-        .iter()
-        .filter(|(k, s, o, _)| k == "authenticate" && s == "message_1" && o == "refused")
-        .collect();
-    assert_eq!(rows.len(), 1, "one row for the interval so far: {rows:?}");
-    assert!(rows[0].3.starts_with("1 x "), "{:?}", rows[0]);
+    let rows = || -> Vec<String> {
+        rt.block_on(auth.registry.store.audit_tail(1000))
+            .unwrap()
+            .into_iter()
+            .filter(|(k, s, o, _)| k == "authenticate" && s == "flood" && o == "refused")
+            .map(|(_, _, _, d)| d)
+            .collect()
+    };
+    let first = rows();
+    assert_eq!(first.len(), 1, "one row for the interval so far: {first:?}");
+    assert!(first[0].starts_with("1 x message_1: "), "{first:?}");
+    // At the end of the interval, the rest as one aggregate.
+    rt.block_on(auth.flush_refusals());
+    let all = rows();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(
+        all.iter().any(|d| d.starts_with("299 x message_1: ")),
+        "{all:?}"
+    );
 }

@@ -392,6 +392,18 @@ fn tokens_roles_and_tenants(db: Db) {
         2
     );
 
+    // A flood of bad tokens is counted, not written one row each.
+    let before = a._rt.block_on(a.store.audit_tail(100_000)).unwrap().len();
+    for _ in 0..200 {
+        assert_eq!(a.get("/v1/devices", Some("ink_nosuch_00")).0, 401);
+    }
+    let after = a._rt.block_on(a.store.audit_tail(100_000)).unwrap().len();
+    assert!(
+        after - before <= 2,
+        "{} audit rows for 200 refusals",
+        after - before
+    );
+
     // Every use is audited, per tenant.
     let (s, log) = a.get("/v1/audit?limit=500", Some(&viewer_a));
     assert_eq!(s, 200);

@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Seconds a device session (and its OSCORE context) lives.
     #[arg(long, default_value_t = 86_400)]
     session_ttl: i64,
+    /// Days audit entries are kept (older ones are deleted hourly).
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    audit_retention_days: u64,
     /// The command key (encrypted PKCS#8 PEM, P-256; same passphrase): the
     /// key whose public half devices pinned in zone 2. Without it the
     /// service issues no commands.
@@ -186,6 +189,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("{} holds no public key", p.display()))?;
             service = service.with_firmware_key(inkan_pki::signer::point_of_spki(&der)?);
         }
+        let service = service.with_audit_retention(std::time::Duration::from_secs(
+            a.audit_retention_days.saturating_mul(24 * 3600),
+        ));
         let auth = Arc::new(service);
         let sock = tokio::net::UdpSocket::bind(a.coap)
             .await

@@ -190,29 +190,22 @@ async fn caller(
         .ok_or_else(unauthorized)?;
     let rest = token.strip_prefix("ink_").ok_or_else(unauthorized)?;
     let (id, secret) = rest.split_once('_').ok_or_else(unauthorized)?;
+    // Refusals before a valid token are counted, not written one row each.
     let Some((tenant_id, hash, role)) = store.token(id).await? else {
-        store
-            .audit(
-                None,
+        st.auth
+            .refused_unauthenticated(
                 "api",
-                what,
-                "denied",
-                "unknown, expired or revoked token",
+                "http",
+                &format!("{what}: unknown, expired or revoked token"),
             )
-            .await?;
+            .await;
         return Err(unauthorized());
     };
     let given = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
     if !bool::from(given.as_bytes().ct_eq(hash.as_bytes())) {
-        store
-            .audit(
-                None,
-                "api",
-                what,
-                "denied",
-                &format!("bad secret for token {id}"),
-            )
-            .await?;
+        st.auth
+            .refused_unauthenticated("api", "http", &format!("{what}: bad secret for token {id}"))
+            .await;
         return Err(unauthorized());
     }
     let role = Role::parse(&role)

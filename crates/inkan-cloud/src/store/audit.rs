@@ -74,4 +74,13 @@ impl Store {
             })
             .collect()
     }
+
+    /// Deletes audit entries older than `time_ns`; returns how many.
+    pub async fn purge_audit_before(&self, time_ns: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM audit WHERE time < $1")
+            .bind(time_ns)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
 }
