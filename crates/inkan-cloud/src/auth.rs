@@ -92,6 +92,9 @@ pub struct Limits {
     /// Seconds a session (and its OSCORE context) lives; then the device
     /// runs EDHOC again.
     pub session_ttl_secs: i64,
+    /// Datagrams per second one source address may send (bursts of twice
+    /// as many) before the device endpoint sheds it.
+    pub source_rate: u32,
 }
 
 impl Default for Limits {
@@ -100,6 +103,7 @@ impl Default for Limits {
             ttl_secs: 30,
             max_pending: 10_000,
             session_ttl_secs: 24 * 3600,
+            source_rate: 2000,
         }
     }
 }

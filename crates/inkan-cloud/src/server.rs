@@ -158,12 +158,52 @@ pub async fn handle(auth: &App, bytes: &[u8], peer: SocketAddr) -> Option<Vec<u8
     Some(rsp)
 }
 
+/// Most datagrams handled at once: past it, new ones are dropped before
+/// they are parsed (clients retransmit), so a flood cannot grow memory
+/// without bound.
+pub const MAX_IN_FLIGHT: usize = 512;
+
+/// Sources tracked at once (the least recently seen are forgotten).
+const SOURCES_TRACKED: usize = 65_536;
+
+/// Per-source token buckets: each source address may send
+/// `Limits::source_rate` datagrams per second in bursts of
+/// `Limits::source_burst`; a source past it is shed before its datagrams
+/// are parsed, so one sender cannot take the others' share.
+struct Budgets {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<std::net::IpAddr, (f64, Instant)>,
+}
+
+impl Budgets {
+    /// Takes one datagram from `ip`'s budget; false when it is spent.
+    fn take(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        if self.buckets.len() >= SOURCES_TRACKED && !self.buckets.contains_key(&ip) {
+            // Forget sources idle for a second (their buckets are full).
+            self.buckets
+                .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(1));
+            if self.buckets.len() >= SOURCES_TRACKED {
+                return false;
+            }
+        }
+        let (tokens, last) = self.buckets.entry(ip).or_insert((self.burst, now));
+        let refill = now.duration_since(*last).as_secs_f64() * self.rate;
+        *tokens = (*tokens + refill).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Serves until the socket fails.
 pub async fn serve(socket: UdpSocket, auth: Arc<App>) -> std::io::Result<()> {
     let socket = Arc::new(socket);
     let dedup = Arc::new(Mutex::new(Dedup::default()));
-    // Aggregated refusals of unauthenticated traffic reach the audit log
-    // once per interval.
     // Housekeeping: aggregated refusals of unauthenticated traffic reach
     // the audit log once per interval; entries past the retention go once
     // an hour.
@@ -183,8 +223,29 @@ pub async fn serve(socket: UdpSocket, auth: Arc<App>) -> std::io::Result<()> {
     // One byte more than the largest request: a datagram that fills the
     // buffer is too large.
     let mut buf = vec![0u8; MAX_OSCORE_DATAGRAM + 1];
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut budgets = Budgets {
+        rate: f64::from(auth.limits().source_rate),
+        burst: f64::from(auth.limits().source_rate) * 2.0,
+        buckets: HashMap::new(),
+    };
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;
+        // Shed before parsing: a source past its budget, or no room.
+        let permit = if budgets.take(peer.ip(), Instant::now()) {
+            in_flight.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        let Some(permit) = permit else {
+            auth.refused_unauthenticated(
+                "datagram",
+                &peer.to_string(),
+                "shed: source over its budget or the endpoint at capacity",
+            )
+            .await;
+            continue;
+        };
         if n > MAX_OSCORE_DATAGRAM {
             if let Some(rsp) = too_large(&buf[..n], MAX_OSCORE_DATAGRAM) {
                 let _ = socket.send_to(&rsp, peer).await;
@@ -194,6 +255,7 @@ pub async fn serve(socket: UdpSocket, auth: Arc<App>) -> std::io::Result<()> {
         let bytes = buf[..n].to_vec();
         let (socket, auth, dedup) = (socket.clone(), auth.clone(), dedup.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let key = coap::parse_request_datagram(&bytes).map(|r| (peer, r.message_id));
             if let Some(k) = key {
                 let admitted = dedup.lock().ok().map(|mut d| d.admit(k));

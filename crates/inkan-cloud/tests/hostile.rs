@@ -21,7 +21,8 @@ on_both_stores!(
     a_reading_time_no_export_can_reach_is_refused,
     handshake_messages_sent_as_ack_or_reset_are_ignored,
     a_command_the_device_cannot_take_stops_blocking_the_queue,
-    audit_entries_past_the_retention_are_deleted
+    audit_entries_past_the_retention_are_deleted,
+    a_flooding_source_is_shed_and_others_still_authenticate
 );
 
 fn app(w: &World, db: Db, dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<App> {
@@ -336,4 +337,80 @@ fn audit_entries_past_the_retention_are_deleted(db: Db) {
     let left = rt.block_on(store.audit_tail(100)).unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1, "new");
+}
+
+/// One source floods message_1 far past its budget: its excess is shed
+/// before parsing (few exchanges stored, the sheds counted in the audit
+/// log), and a device from another address authenticates meanwhile.
+fn a_flooding_source_is_shed_and_others_still_authenticate(db: Db) {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = rt.block_on(common::db_url(db, dir.path()));
+    let app = Arc::new(App::new(
+        Registry::new(rt.block_on(Store::open(&url)).unwrap()),
+        identity(&w.cloud_key),
+        Limits {
+            source_rate: 100,
+            ..Limits::default()
+        },
+    ));
+    let tenant = rt
+        .block_on(app.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &app.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, app.clone());
+    let suite = inkan_proto::edhoc::Suite::P256Es256;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = std::time::Instant::now();
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let udp = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (_, m1) = inkan_proto::edhoc::Initiator::start(
+                    suite,
+                    inkan_proto::edhoc::ConnId(vec![0x07]),
+                    &[],
+                    Box::new(inkan_proto::edhoc::crypto::SoftwareEphemeral::generate(
+                        suite,
+                    )),
+                );
+                let d = inkan_proto::coap::request(
+                    u16::try_from(sent % 65_536).unwrap(),
+                    &[0xf1],
+                    inkan_proto::coap::message_1_payload(&m1),
+                )
+                .unwrap();
+                let _ = udp.send_to(&d, addr);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // A device from another address authenticates during the flood.
+    connect(driver(&w, 0), addr, quick()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flooder.join().unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    rt.block_on(app.flush_refusals());
+    let pending = rt.block_on(app.registry.store.pending_exchanges()).unwrap();
+    // The device's own exchange is done; the flood's are what its budget
+    // allowed: a burst of 200 and 100 per second.
+    let allowed = 200.0 + 100.0 * secs + 10.0;
+    assert!(
+        (pending as f64) <= allowed && u64::from(sent) > 2 * u64::try_from(pending).unwrap(),
+        "{pending} exchanges stored for {sent} flood datagrams in {secs:.2} s (allowed {allowed:.0})"
+    );
+    let audit = rt.block_on(app.registry.store.audit_tail(1000)).unwrap();
+    assert!(
+        audit.iter().any(|(k, s, o, d)| k == "datagram"
+            && s == "127.0.0.2"
+            && o == "refused"
+            && d.contains("shed")),
+        "the sheds are in the audit log"
+    );
 }

@@ -43,6 +43,11 @@ pub struct ServeArgs {
     /// Seconds a device session (and its OSCORE context) lives.
     #[arg(long, default_value_t = 86_400)]
     session_ttl: i64,
+    /// Datagrams per second one source address may send to the device
+    /// endpoint (bursts of twice as many); past it, its datagrams are shed
+    /// before they are parsed.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    source_rate: u32,
     /// Days audit entries are kept (older ones are deleted hourly).
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=36_500))]
     audit_retention_days: u64,
@@ -171,6 +176,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 ttl_secs: a.exchange_ttl,
                 max_pending: a.max_pending,
                 session_ttl_secs: a.session_ttl,
+                source_rate: a.source_rate,
             },
         );
         if let Some(k) = command_key {
@@ -406,7 +412,7 @@ impl Backoff {
     fn wait(&mut self, why: &str) {
         self.next_ms = (self.next_ms * 2).clamp(500, 30_000);
         eprintln!(
-            "the cloud is unreachable ({why}); authenticating again in {:.1} s",
+            "the cloud is unreachable or busy ({why}); authenticating again in {:.1} s",
             self.next_ms as f64 / 1000.0
         );
         std::thread::sleep(std::time::Duration::from_millis(self.next_ms));
@@ -415,6 +421,12 @@ impl Backoff {
     fn reset(&mut self) {
         self.next_ms = 0;
     }
+}
+
+/// The cloud answered "busy" (too many pending exchanges): worth asking
+/// again later.
+fn is_busy(e: &inkan_device::ConnectError) -> bool {
+    matches!(e, inkan_device::ConnectError::Refused { detail, .. } if detail == "busy")
 }
 
 /// Polls and runs the commands waiting for the device; true when one of
@@ -531,6 +543,10 @@ pub fn device(c: DeviceCmd) -> Result<()> {
                                 backoff.wait(&e.to_string());
                                 continue;
                             }
+                            Err(e) if is_busy(&e) => {
+                                backoff.wait(&e.to_string());
+                                continue;
+                            }
                             Err(e) => return Err(e.into()),
                         };
                         backoff.reset();
@@ -627,12 +643,26 @@ pub fn device(c: DeviceCmd) -> Result<()> {
             device_secrets,
         } => {
             let cloud = coap_addr(&cloud)?;
-            let d = open_device(&se, &device_secrets)?;
-            let c = inkan_device::connect(
-                Arc::new(Mutex::new(d)),
-                cloud,
-                inkan_device::Retransmission::default(),
-            )?;
+            let d = Arc::new(Mutex::new(open_device(&se, &device_secrets)?));
+            // A busy cloud (too many pending exchanges) is asked again, with
+            // backoff, a few times.
+            let mut backoff = Backoff::default();
+            let mut attempts = 0;
+            let c = loop {
+                match inkan_device::connect(
+                    d.clone(),
+                    cloud,
+                    inkan_device::Retransmission::default(),
+                ) {
+                    Err(e @ inkan_device::ConnectError::Refused { .. })
+                        if is_busy(&e) && attempts < 5 =>
+                    {
+                        attempts += 1;
+                        backoff.wait(&e.to_string());
+                    }
+                    r => break r?,
+                }
+            };
             println!(
                 "authenticated: device {} to {cloud} (EDHOC method 0, cipher suite {})",
                 c.serial,
