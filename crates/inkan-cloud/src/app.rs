@@ -24,6 +24,10 @@ pub struct App {
     pub(crate) session_locks: Vec<tokio::sync::Mutex<()>>,
     /// How long audit entries are kept.
     pub(crate) audit_retention: std::time::Duration,
+    /// Each source address's share of the pending exchanges (a token
+    /// bucket: tokens, last refill).
+    pub(crate) exchange_shares:
+        Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
 }
 
 /// Shards of the per-session request locks.
@@ -75,6 +79,7 @@ impl App {
             firmware_key: None,
             refusals: Mutex::new(RefusalTally::default()),
             audit_retention: std::time::Duration::from_secs(365 * 24 * 3600),
+            exchange_shares: Mutex::new(std::collections::HashMap::new()),
             session_locks: (0..SESSION_LOCK_SHARDS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

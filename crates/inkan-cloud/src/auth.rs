@@ -266,6 +266,36 @@ fn conn_id_hex(c: &ConnId) -> String {
 }
 
 impl App {
+    /// Takes one pending exchange from `peer`'s share: each source address
+    /// may hold an eighth of `Limits::max_pending` at once (a token bucket
+    /// refilled as exchanges expire), so one sender cannot fill the cap
+    /// that every device shares.
+    fn exchange_share(&self, peer: &str) -> bool {
+        let Ok(ip) = source_of(peer).parse::<std::net::IpAddr>() else {
+            return true;
+        };
+        let share = (self.limits.max_pending / 8).max(1) as f64;
+        let refill = share / self.limits.ttl_secs.max(1) as f64;
+        let now = std::time::Instant::now();
+        let Ok(mut shares) = self.exchange_shares.lock() else {
+            return true;
+        };
+        if shares.len() >= 65_536 && !shares.contains_key(&ip) {
+            shares.retain(|_, (tokens, t)| {
+                *tokens + now.duration_since(*t).as_secs_f64() * refill < share
+            });
+        }
+        let (tokens, last) = shares.entry(ip).or_insert((share, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * refill).min(share);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Counts a refusal of unauthenticated traffic: the first after a
     /// quiet interval is written at once, the others as one aggregated
     /// entry per kind, source and reason when the interval ends.
@@ -340,6 +370,17 @@ impl App {
         m1: &[u8],
         peer: &str,
     ) -> Result<Vec<u8>, (AuthError, Vec<u8>)> {
+        // Each source address holds at most its share of the pending
+        // exchanges: refused before any cryptography is spent on it.
+        if !self.exchange_share(peer) {
+            return Err((
+                AuthError::Busy,
+                inkan_proto::edhoc::error_message(
+                    1,
+                    &inkan_proto::edhoc::ErrorInfo::Text("busy".into()),
+                ),
+            ));
+        }
         let supported = self.identity.suites();
         let r1 = Responder::process_message_1(m1, &supported).map_err(|e| {
             let msg = Responder::error_for(&e, &supported);

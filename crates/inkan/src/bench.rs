@@ -10,6 +10,22 @@ use std::time::{Duration, Instant};
 /// Which benchmark to run.
 #[derive(clap::Subcommand)]
 pub enum Which {
+    /// A flood of EDHOC message_1 from one hostile address at increasing
+    /// rates while legitimate devices authenticate and the API is polled:
+    /// the service's memory, the devices' success and latency, the API's
+    /// worst latency, recovery; beside the same measured without a flood.
+    #[command(after_help = "Example:\n  inkan bench flood --rates 1000,3000,10000 --seconds 5")]
+    Flood {
+        /// Flood rates (message_1 per second).
+        #[arg(long, value_delimiter = ',', default_value = "1000,3000,10000")]
+        rates: Vec<u64>,
+        /// Seconds per rate.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Legitimate devices authenticating meanwhile.
+        #[arg(long, default_value_t = 8)]
+        devices: usize,
+    },
     /// The secure element: signatures per second through the driver and the
     /// in-process transport, next to raw P-256 signing; memory per chip.
     #[command(
@@ -100,6 +116,11 @@ pub fn run(w: Which) -> Result<()> {
             batch_size,
             commands,
         } => crate::bench_telemetry::run(devices, batches, batch_size, commands),
+        Which::Flood {
+            rates,
+            seconds,
+            devices,
+        } => crate::bench_flood::run(&rates, seconds, devices),
         Which::Auth(a) => {
             crate::bench_auth::run(a.devices, a.concurrency, a.manifest, &a.registered)
         }
