@@ -22,7 +22,8 @@ on_both_stores!(
     handshake_messages_sent_as_ack_or_reset_are_ignored,
     a_command_the_device_cannot_take_stops_blocking_the_queue,
     audit_entries_past_the_retention_are_deleted,
-    a_flooding_source_is_shed_and_others_still_authenticate
+    a_flooding_source_is_shed_and_others_still_authenticate,
+    one_source_cannot_fill_the_pending_exchanges_of_all
 );
 
 fn app(w: &World, db: Db, dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<App> {
@@ -413,4 +414,49 @@ fn a_flooding_source_is_shed_and_others_still_authenticate(db: Db) {
             && d.contains("shed")),
         "the sheds are in the audit log"
     );
+}
+
+/// The pending-exchange cap is shared: one source holds at most an eighth
+/// of it, so a flood of message_1 that never completes leaves room for the
+/// devices of every other address.
+fn one_source_cannot_fill_the_pending_exchanges_of_all(db: Db) {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = rt.block_on(common::db_url(db, dir.path()));
+    let app = Arc::new(App::new(
+        Registry::new(rt.block_on(Store::open(&url)).unwrap()),
+        identity(&w.cloud_key),
+        Limits {
+            max_pending: 80,
+            ..Limits::default()
+        },
+    ));
+    let tenant = rt
+        .block_on(app.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &app.registry, &tenant, "thermo"));
+    let suite = inkan_proto::edhoc::Suite::P256Es256;
+    let mut busy = 0;
+    for _ in 0..100 {
+        let (_, m1) = inkan_proto::edhoc::Initiator::start(
+            suite,
+            inkan_proto::edhoc::ConnId(vec![0x08]),
+            &[],
+            Box::new(inkan_proto::edhoc::crypto::SoftwareEphemeral::generate(
+                suite,
+            )),
+        );
+        if let Err((inkan_cloud::AuthError::Busy, _)) =
+            rt.block_on(app.message_1(&m1, "127.0.0.2:4000"))
+        {
+            busy += 1;
+        }
+    }
+    let pending = rt.block_on(app.registry.store.pending_exchanges()).unwrap();
+    assert_eq!(pending, 10, "the flooding source holds its share of 80/8");
+    assert_eq!(busy, 90);
+    // A device from another address still authenticates.
+    let addr = start_server(&rt, app.clone());
+    connect(driver(&w, 0), addr, quick()).unwrap();
 }
