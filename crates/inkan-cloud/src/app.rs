@@ -24,6 +24,8 @@ pub struct App {
     pub(crate) session_locks: Vec<tokio::sync::Mutex<()>>,
     /// How long audit entries are kept.
     pub(crate) audit_retention: std::time::Duration,
+    /// Firmware images kept in memory for block-wise downloads.
+    pub(crate) firmware_cache: Mutex<crate::firmware::Cache>,
     /// Each source address's share of the pending exchanges (a token
     /// bucket: tokens, last refill).
     pub(crate) exchange_shares:
@@ -80,6 +82,7 @@ impl App {
             refusals: Mutex::new(RefusalTally::default()),
             audit_retention: std::time::Duration::from_secs(365 * 24 * 3600),
             exchange_shares: Mutex::new(std::collections::HashMap::new()),
+            firmware_cache: Mutex::new(crate::firmware::Cache::default()),
             session_locks: (0..SESSION_LOCK_SHARDS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

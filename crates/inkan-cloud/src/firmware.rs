@@ -92,22 +92,99 @@ pub async fn upload(
     Ok(id)
 }
 
-/// A firmware's manifest and one block of its image, if `device_id`'s
-/// family is the firmware's: (manifest, total size, block bytes).
+/// A firmware as served: whose it is, its manifest and its image.
+pub struct Served {
+    /// The owning tenant.
+    pub tenant_id: String,
+    /// The family it is for.
+    pub family_id: String,
+    /// The signed manifest.
+    pub manifest: Vec<u8>,
+    /// The image.
+    pub image: Vec<u8>,
+}
+
+/// Images kept in memory for block-wise downloads, at most
+/// [`CACHE_BYTES`] in all: an image is read from the store once, not once
+/// per block. Firmware rows never change once uploaded.
+#[derive(Default)]
+pub struct Cache {
+    images: std::collections::HashMap<String, (std::sync::Arc<Served>, std::time::Instant)>,
+    bytes: usize,
+}
+
+/// Most image bytes kept in memory.
+pub const CACHE_BYTES: usize = 256 << 20;
+
+impl Cache {
+    fn get(&mut self, id: &str) -> Option<std::sync::Arc<Served>> {
+        let (f, used) = self.images.get_mut(id)?;
+        *used = std::time::Instant::now();
+        Some(f.clone())
+    }
+
+    fn put(&mut self, id: &str, f: std::sync::Arc<Served>) {
+        let size = f.image.len();
+        if size > CACHE_BYTES {
+            return;
+        }
+        while self.bytes + size > CACHE_BYTES {
+            // Evict the least recently used.
+            let Some(oldest) = self
+                .images
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((old, _)) = self.images.remove(&oldest) {
+                self.bytes -= old.image.len();
+            }
+        }
+        self.bytes += size;
+        self.images
+            .insert(id.to_string(), (f, std::time::Instant::now()));
+    }
+}
+
+/// A firmware's manifest and one block of its image, if `device` belongs
+/// to the firmware's tenant and family: (manifest, total size, block).
 pub async fn block_for(
     auth: &App,
-    device_id: &str,
+    device: &crate::store::DeviceRow,
     firmware_id: &str,
     num: u32,
 ) -> Result<Option<(Vec<u8>, usize, Vec<u8>)>, StoreError> {
-    let block = i64::try_from(BLOCK_SIZE).unwrap_or(1024);
-    let start = i64::from(num).saturating_mul(block);
-    let found = auth
-        .registry
-        .store
-        .firmware_slice(device_id, firmware_id, start, block)
-        .await?;
-    Ok(found.map(|(manifest, size, part)| (manifest, usize::try_from(size).unwrap_or(0), part)))
+    let cached = auth
+        .firmware_cache
+        .lock()
+        .ok()
+        .and_then(|mut c| c.get(firmware_id));
+    let f = match cached {
+        Some(f) => f,
+        None => {
+            let Some(f) = auth.registry.store.firmware(firmware_id).await? else {
+                return Ok(None);
+            };
+            let f = std::sync::Arc::new(f);
+            if let Ok(mut c) = auth.firmware_cache.lock() {
+                c.put(firmware_id, f.clone());
+            }
+            f
+        }
+    };
+    if device.family_id.as_deref() != Some(f.family_id.as_str()) || device.tenant_id != f.tenant_id
+    {
+        return Ok(None);
+    }
+    let start = (num as usize).saturating_mul(BLOCK_SIZE).min(f.image.len());
+    let end = start.saturating_add(BLOCK_SIZE).min(f.image.len());
+    Ok(Some((
+        f.manifest.clone(),
+        f.image.len(),
+        f.image[start..end].to_vec(),
+    )))
 }
 
 /// Encodes a Block2 option value (RFC 7959 §2.2).

@@ -468,7 +468,7 @@ async fn firmware_manifest(r: &Request<'_>, id: &str) -> Result<Handled, Resourc
     if !r.advance().await? {
         return Ok(Handled::Retry);
     }
-    match crate::firmware::block_for(r.app, &r.device.id, id, 0).await? {
+    match crate::firmware::block_for(r.app, r.device, id, 0).await? {
         Some((manifest, _, _)) => Ok(Handled::Reply(ResponseType::Content, manifest, Vec::new())),
         None => Ok(Handled::Refuse(
             ResponseType::NotFound,
@@ -490,8 +490,7 @@ async fn firmware_image(r: &Request<'_>, id: &str) -> Result<Handled, ResourceEr
         .map(|b| b.0)
         .unwrap_or(0);
     let path = Resource::FirmwareImage(id.into()).path();
-    let Some((_, total, data)) = crate::firmware::block_for(r.app, &r.device.id, id, num).await?
-    else {
+    let Some((_, total, data)) = crate::firmware::block_for(r.app, r.device, id, num).await? else {
         return Ok(Handled::Refuse(
             ResponseType::NotFound,
             ResourceError::NotFound(path),

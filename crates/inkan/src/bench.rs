@@ -10,6 +10,15 @@ use std::time::{Duration, Instant};
 /// Which benchmark to run.
 #[derive(clap::Subcommand)]
 pub enum Which {
+    /// A device downloads a large firmware image block-wise under OSCORE:
+    /// the store's reads of every block beside reading the image once, and
+    /// the server's CPU for the download.
+    #[command(after_help = "Example:\n  inkan bench firmware --mib 31")]
+    Firmware {
+        /// Image size (MiB).
+        #[arg(long, default_value_t = 31)]
+        mib: usize,
+    },
     /// A flood of EDHOC message_1 from one hostile address at increasing
     /// rates while legitimate devices authenticate and the API is polled:
     /// the service's memory, the devices' success and latency, the API's
@@ -116,6 +125,7 @@ pub fn run(w: Which) -> Result<()> {
             batch_size,
             commands,
         } => crate::bench_telemetry::run(devices, batches, batch_size, commands),
+        Which::Firmware { mib } => crate::bench_firmware::run(mib),
         Which::Flood {
             rates,
             seconds,

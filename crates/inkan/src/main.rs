@@ -4,6 +4,7 @@
 mod alloc;
 mod bench;
 mod bench_auth;
+mod bench_firmware;
 mod bench_flood;
 mod bench_telemetry;
 mod cloud;

@@ -33,40 +33,21 @@ impl Store {
         Ok(())
     }
 
-    /// A firmware's manifest, its image's size and `len` bytes of the image
-    /// from `start`, if `device_id`'s family and tenant are the
-    /// firmware's. Only the requested bytes leave the database.
-    pub async fn firmware_slice(
-        &self,
-        device_id: &str,
-        firmware_id: &str,
-        start: i64,
-        len: i64,
-    ) -> Result<Option<(Vec<u8>, i64, Vec<u8>)>, StoreError> {
-        // SQL positions count from 1.
-        let slice = match self.backend {
-            Backend::Sqlite => "substr(f.image, $3, $4)",
-            Backend::Postgres => "substring(f.image from $3::int for $4::int)",
+    /// A firmware whole: (tenant, family, manifest, image).
+    pub async fn firmware(&self, id: &str) -> Result<Option<crate::firmware::Served>, StoreError> {
+        let Some(r) =
+            sqlx::query("SELECT tenant_id, family_id, manifest, image FROM firmware WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
         };
-        let r = sqlx::query(&format!(
-            "SELECT f.manifest, length(f.image) AS size, {slice} AS part FROM firmware f \
-             JOIN devices d ON d.family_id = f.family_id AND d.tenant_id = f.tenant_id \
-             WHERE f.id = $1 AND d.id = $2"
-        ))
-        .bind(firmware_id)
-        .bind(device_id)
-        .bind(start.saturating_add(1))
-        .bind(len)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(r) = r else { return Ok(None) };
-        let size: i64 = r
-            .try_get::<i64, _>("size")
-            .or_else(|_| r.try_get::<i32, _>("size").map(i64::from))?;
-        Ok(Some((
-            r.try_get("manifest")?,
-            size,
-            r.try_get::<Option<Vec<u8>>, _>("part")?.unwrap_or_default(),
-        )))
+        Ok(Some(crate::firmware::Served {
+            tenant_id: r.try_get("tenant_id")?,
+            family_id: r.try_get("family_id")?,
+            manifest: r.try_get("manifest")?,
+            image: r.try_get("image")?,
+        }))
     }
 }
