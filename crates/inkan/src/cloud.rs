@@ -202,18 +202,37 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let sock = tokio::net::UdpSocket::bind(a.coap)
             .await
             .with_context(|| format!("binding {}", a.coap))?;
-        let api = tokio::net::TcpListener::bind(a.api)
-            .await
+        let api = std::net::TcpListener::bind(a.api)
             .with_context(|| format!("binding {}", a.api))?;
+        api.set_nonblocking(true)?;
         eprintln!(
             "inkan serve: store {}, device endpoint coap://{}/.well-known/edhoc, operator API http://{}",
             a.db,
             sock.local_addr()?,
             api.local_addr()?
         );
+        // The operator API runs on its own runtime and thread: a flood of
+        // datagrams on the device endpoint cannot starve it.
+        let api_app = auth.clone();
+        let (api_done, api_failed) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("inkan-api".into())
+            .spawn(move || {
+                let r = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async {
+                            let l = tokio::net::TcpListener::from_std(api)?;
+                            inkan_cloud::api::serve(l, api_app).await
+                        })
+                    });
+                let _ = api_done.send(r);
+            })?;
         tokio::select! {
-            r = inkan_cloud::server::serve(sock, auth.clone()) => r?,
-            r = inkan_cloud::api::serve(api, auth) => r?,
+            r = inkan_cloud::server::serve(sock, auth) => r?,
+            r = api_failed => r.map_err(|_| anyhow!("the API thread ended"))??,
         }
         Ok(())
     })
