@@ -268,8 +268,8 @@ fn conn_id_hex(c: &ConnId) -> String {
 impl App {
     /// Takes one pending exchange from `peer`'s share: each source address
     /// may hold an eighth of `Limits::max_pending` at once (a token bucket
-    /// refilled as exchanges expire), so one sender cannot fill the cap
-    /// that every device shares.
+    /// given back when an exchange is finished, and refilled as exchanges
+    /// expire), so one sender cannot fill the cap that every device shares.
     fn exchange_share(&self, peer: &str) -> bool {
         let Ok(ip) = source_of(peer).parse::<std::net::IpAddr>() else {
             return true;
@@ -293,6 +293,20 @@ impl App {
             true
         } else {
             false
+        }
+    }
+
+    /// Gives a source back the share an exchange it finished (or let
+    /// expire) held.
+    fn return_share(&self, peer: &str) {
+        let Ok(ip) = source_of(peer).parse::<std::net::IpAddr>() else {
+            return;
+        };
+        let share = (self.limits.max_pending / 8).max(1) as f64;
+        if let Ok(mut shares) = self.exchange_shares.lock() {
+            if let Some((tokens, _)) = shares.get_mut(&ip) {
+                *tokens = (*tokens + 1.0).min(share);
+            }
         }
     }
 
@@ -452,7 +466,7 @@ impl App {
         peer: &str,
     ) -> Result<Authenticated, AuthError> {
         let mut presented = None;
-        let result = self.finish(c_r, m3, &mut presented).await;
+        let result = self.finish(c_r, m3, peer, &mut presented).await;
         let store = &self.registry.store;
         match &result {
             Ok(a) => {
@@ -498,6 +512,7 @@ impl App {
         &self,
         c_r: &ConnId,
         m3: &[u8],
+        peer: &str,
         presented: &mut Option<Vec<Vec<u8>>>,
     ) -> Result<Authenticated, AuthError> {
         let (state, live) = self
@@ -506,6 +521,8 @@ impl App {
             .take_exchange(&conn_id_hex(c_r))
             .await?
             .ok_or(AuthError::UnknownExchange)?;
+        // The exchange is no longer pending: its source gets its slot back.
+        self.return_share(peer);
         if !live {
             return Err(AuthError::Expired);
         }
