@@ -200,6 +200,30 @@ impl Store {
         rows.iter().map(device).collect()
     }
 
+    /// Whether any of these chip serials is registered under another family
+    /// than `family_id` (or none).
+    pub async fn serial_elsewhere(
+        &self,
+        serials: &[&str],
+        family_id: &str,
+    ) -> Result<bool, StoreError> {
+        for chunk in serials.chunks(100) {
+            let marks: Vec<String> = (0..chunk.len()).map(|k| format!("${}", k + 2)).collect();
+            let sql = format!(
+                "SELECT 1 AS x FROM devices WHERE (family_id IS NULL OR family_id <> $1) AND serial IN ({}) LIMIT 1",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(family_id);
+            for s in chunk {
+                q = q.bind(*s);
+            }
+            if q.fetch_optional(&self.pool).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Devices with no family that a registration made without proof.
     pub async fn unproven_devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
         let rows = sqlx::query(&format!(
