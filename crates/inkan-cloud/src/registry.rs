@@ -393,6 +393,11 @@ impl Registry {
             return Err(RegistryError::Duplicate);
         }
         self.check_serial(&serial, &family.id).await?;
+        // The chip is known already: a new certificate of it is a new
+        // credential of that device (add-credential), not a second device.
+        if !self.store.devices_by_serial(&serial).await?.is_empty() {
+            return Err(RegistryError::Duplicate);
+        }
         self.store
             .enroll(
                 Entry {

@@ -240,7 +240,16 @@ fn tokens_roles_and_tenants(db: Db) {
         .0,
         409
     );
-    // A duplicate registration is a conflict; garbage is a clear 400.
+    // A duplicate registration is a conflict that names nothing (the
+    // device could be another tenant's).
+    let (code, body) = a.post(
+        "/v1/devices",
+        &operator_a,
+        json!({ "certificate_pem": device_pem(&fam, "AA01") }),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(!body.to_string().contains("AA01"), "{body}");
+    // Garbage is a clear 400.
     assert_eq!(
         a.post(
             "/v1/devices",

@@ -201,16 +201,23 @@ impl Store {
     }
 
     /// Whether any of these chip serials is registered under another family
-    /// than `family_id` (or none).
+    /// than `family_id` (or none), or, with `elsewhere` false, under that
+    /// family.
     pub async fn serial_elsewhere(
         &self,
         serials: &[&str],
         family_id: &str,
+        elsewhere: bool,
     ) -> Result<bool, StoreError> {
+        let which = if elsewhere {
+            "(family_id IS NULL OR family_id <> $1)"
+        } else {
+            "family_id = $1"
+        };
         for chunk in serials.chunks(100) {
             let marks: Vec<String> = (0..chunk.len()).map(|k| format!("${}", k + 2)).collect();
             let sql = format!(
-                "SELECT 1 AS x FROM devices WHERE (family_id IS NULL OR family_id <> $1) AND serial IN ({}) LIMIT 1",
+                "SELECT 1 AS x FROM devices WHERE {which} AND serial IN ({}) LIMIT 1",
                 marks.join(", ")
             );
             let mut q = sqlx::query(&sql).bind(family_id);
