@@ -23,7 +23,8 @@ on_both_stores!(
     a_command_the_device_cannot_take_stops_blocking_the_queue,
     audit_entries_past_the_retention_are_deleted,
     a_flooding_source_is_shed_and_others_still_authenticate,
-    one_source_cannot_fill_the_pending_exchanges_of_all
+    one_source_cannot_fill_the_pending_exchanges_of_all,
+    a_duplicated_protected_request_is_stored_once_and_answered_alike
 );
 
 fn app(w: &World, db: Db, dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Arc<App> {
@@ -459,4 +460,67 @@ fn one_source_cannot_fill_the_pending_exchanges_of_all(db: Db) {
     // A device from another address still authenticates.
     let addr = start_server(&rt, app.clone());
     connect(driver(&w, 0), addr, quick()).unwrap();
+}
+
+/// A protected telemetry request duplicated on the way (same datagram
+/// twice, back to back): stored once, both copies answered with the same
+/// 2.04 — never a 5.00 from the store, never a replay refusal.
+fn a_duplicated_protected_request_is_stored_once_and_answered_alike(db: Db) {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&w, db, dir.path(), &rt);
+    let tenant = rt
+        .block_on(app.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &app.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, app.clone());
+    let c = connect(driver(&w, 0), addr, quick()).unwrap();
+    let mut ctx = SecurityContext::derive(
+        &ContextParams::from_edhoc(&c.session, true, &c.c_i, &c.c_r).unwrap(),
+    )
+    .unwrap();
+    let mut p = coap_lite::Packet::new();
+    p.header.set_type(coap_lite::MessageType::Confirmable);
+    p.header.message_id = 0x0bad;
+    p.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Post);
+    p.set_token(vec![4, 2]);
+    p.add_option(
+        coap_lite::CoapOption::UriPath,
+        inkan_proto::resources::TELEMETRY.as_bytes().to_vec(),
+    );
+    p.payload = inkan_proto::telemetry::encode_batch(&[inkan_proto::telemetry::Reading {
+        time_ms: 1_700_000_000_000,
+        channel: 2,
+        value: vec![7],
+    }]);
+    let datagram = ctx.protect_request(&p).unwrap().0.to_bytes().unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(addr).unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    udp.send(&datagram).unwrap();
+    udp.send(&datagram).unwrap();
+    let mut answers = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = udp.recv(&mut buf) {
+        answers.push(buf[..n].to_vec());
+        udp.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+    }
+    assert!(answers.len() >= 2, "each copy is answered");
+    assert!(answers.iter().all(|a| a == &answers[0]), "the same answer");
+    let code = coap_lite::Packet::from_bytes(&answers[0])
+        .unwrap()
+        .header
+        .code
+        .to_string();
+    assert_eq!(code, "2.04");
+    let stored = rt
+        .block_on(
+            app.registry
+                .store
+                .readings(&tenant, None, None, 0, i64::MAX, None, 100),
+        )
+        .unwrap();
+    assert_eq!(stored.len(), 1);
 }
