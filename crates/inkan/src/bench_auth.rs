@@ -108,29 +108,44 @@ pub async fn register_bench_family(f: &Factory, db: &str) -> Result<(String, Str
     Ok((tenant, id))
 }
 
-/// Starts `inkan serve` on the store `db` in its own process, CoAP on a
-/// free loopback port.
-pub fn spawn_serve(f: &Factory, db: &str) -> Result<(std::process::Child, std::net::SocketAddr)> {
-    let port = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        s.local_addr()?.port()
-    };
-    let server = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "serve",
-            "--db",
-            db,
-            "--coap",
-            &format!("127.0.0.1:{port}"),
-            "--cloud-key",
-        ])
+/// `inkan serve` running in its own process for a benchmark: its device
+/// endpoint and operator API on free loopback ports. Killed when dropped.
+pub struct Served {
+    /// The process.
+    pub child: std::process::Child,
+    /// The device endpoint.
+    pub coap: std::net::SocketAddr,
+    /// The operator API's base URL.
+    pub api: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `inkan serve` on the store `db` in its own process, both
+/// endpoints on free loopback ports, with `extra` arguments.
+pub fn spawn_serve(f: &Factory, db: &str, extra: &[&str]) -> Result<Served> {
+    let coap = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--db", db])
+        .args(["--coap", &coap.to_string(), "--api", &api.to_string()])
+        .arg("--cloud-key")
         .arg(f.dir().join("keys/dev-cloud-auth.key.pem"))
-        .args(["--max-pending", "100000"])
+        .args(extra)
         .env("INKAN_CA_PASSPHRASE", "bench")
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    std::thread::sleep(Duration::from_millis(700));
-    Ok((server, ([127, 0, 0, 1], port).into()))
+    std::thread::sleep(Duration::from_millis(800));
+    Ok(Served {
+        child,
+        coap,
+        api: format!("http://{api}"),
+    })
 }
 
 /// One measured round.
@@ -281,7 +296,8 @@ fn rounds(
         }
         anyhow::Ok(())
     })?;
-    let (mut server, addr) = spawn_serve(f, &db_s)?;
+    let server = spawn_serve(f, &db_s, &["--max-pending", "100000"])?;
+    let addr = server.coap;
     let result = (|| -> Result<Vec<Round>> {
         let rt_args = inkan_device::Retransmission {
             ack_timeout: Duration::from_secs(2),
@@ -289,7 +305,7 @@ fn rounds(
         };
         let mut rows = Vec::new();
         for name in [FIRST, RETURNING] {
-            let cpu0 = cpu_seconds(server.id())?;
+            let cpu0 = cpu_seconds(server.child.id())?;
             let t = Instant::now();
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let lat = Arc::new(Mutex::new(Vec::with_capacity(fleet.len())));
@@ -317,7 +333,7 @@ fn rounds(
                 }
             });
             let wall = t.elapsed().as_secs_f64();
-            let cpu = cpu_seconds(server.id())? - cpu0;
+            let cpu = cpu_seconds(server.child.id())? - cpu0;
             let mut l = lat.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
             l.sort();
             let n = l.len();
@@ -336,8 +352,7 @@ fn rounds(
         }
         Ok(rows)
     })();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     result
 }
 

@@ -7,7 +7,7 @@
 //! recover once the flood stops; the reference is the same devices and
 //! API measured without a flood, in the same run.
 
-use crate::bench_auth::{fleet, percentile, register_bench_family, Chip0};
+use crate::bench_auth::{fleet, percentile, register_bench_family, spawn_serve, Chip0};
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -188,31 +188,10 @@ pub fn run(rates: &[u64], secs: f64, devices: usize) -> Result<()> {
     let db = dir.path().join("flood.db").to_string_lossy().into_owned();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(register_bench_family(&f, &db))?;
-    let free = |udp: bool| -> Result<u16> {
-        Ok(if udp {
-            std::net::UdpSocket::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port()
-        } else {
-            std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port()
-        })
-    };
-    let (coap_port, api_port) = (free(true)?, free(false)?);
-    let mut server = std::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--db", &db])
-        .args(["--coap", &format!("127.0.0.1:{coap_port}")])
-        .args(["--api", &format!("127.0.0.1:{api_port}")])
-        .arg("--cloud-key")
-        .arg(f.dir().join("keys/dev-cloud-auth.key.pem"))
-        .env("INKAN_CA_PASSPHRASE", "bench")
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    std::thread::sleep(Duration::from_millis(800));
-    let pid = server.id();
-    let coap: std::net::SocketAddr = ([127, 0, 0, 1], coap_port).into();
-    let api = format!("http://127.0.0.1:{api_port}");
+    // The service's defaults (no larger exchange cap): what a deployment
+    // faces.
+    let server = spawn_serve(&f, &db, &[])?;
+    let (pid, coap, api) = (server.child.id(), server.coap, server.api.clone());
     let result = (|| -> Result<()> {
         let base = phase(&chips, coap, &api, pid, 0, secs)?;
         let rss0 = rss_kb(pid).context("reading the service's memory")?;
@@ -260,7 +239,6 @@ pub fn run(rates: &[u64], secs: f64, devices: usize) -> Result<()> {
         }
         Ok(())
     })();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     result
 }

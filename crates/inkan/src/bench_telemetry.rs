@@ -31,7 +31,8 @@ pub fn run(devices: usize, batches: usize, batch_size: usize, commands: usize) -
         .to_string();
     let rt = tokio::runtime::Runtime::new()?;
     let (tenant, fam_id) = rt.block_on(register_bench_family(&f, &db))?;
-    let (mut server, addr) = spawn_serve(&f, &db)?;
+    let server = spawn_serve(&f, &db, &["--max-pending", "100000"])?;
+    let addr = server.coap;
     let result = (|| -> Result<(f64, Vec<Duration>, Vec<Duration>)> {
         let rt_args = inkan_device::Retransmission {
             ack_timeout: Duration::from_secs(2),
@@ -144,8 +145,7 @@ pub fn run(devices: usize, batches: usize, batch_size: usize, commands: usize) -
             command_rtt,
         ))
     })();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let (rate, lat, rtt) = result?;
 
     // Reference: the same rows, same batch size, inserted raw into the

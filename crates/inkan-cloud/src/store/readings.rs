@@ -74,19 +74,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let n = sqlx::query(
-            "UPDATE sessions SET replay_high = $1, replay_bits = $2 WHERE id = $3 \
-             AND COALESCE(replay_high, -1) = $4 AND COALESCE(replay_bits, 0) = $5",
-        )
-        .bind(new_window.0)
-        .bind(new_window.1)
-        .bind(&session.id)
-        .bind(session.replay_high.unwrap_or(-1))
-        .bind(session.replay_bits)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n != 1 {
+        if !Self::advance_window_in(&mut tx, session, new_window).await? {
             tx.rollback().await?;
             return Ok(false);
         }

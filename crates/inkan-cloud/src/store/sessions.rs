@@ -88,6 +88,17 @@ impl Store {
         session: &SessionRow,
         new_window: (i64, i64),
     ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::advance_window_in(&mut conn, session, new_window).await
+    }
+
+    /// The replay window's compare-and-set, in the caller's transaction or
+    /// connection: true when the window was still the one read.
+    pub(super) async fn advance_window_in(
+        conn: &mut sqlx::AnyConnection,
+        session: &SessionRow,
+        new_window: (i64, i64),
+    ) -> Result<bool, StoreError> {
         Ok(sqlx::query(
             "UPDATE sessions SET replay_high = $1, replay_bits = $2 WHERE id = $3 \
              AND COALESCE(replay_high, -1) = $4 AND COALESCE(replay_bits, 0) = $5",
@@ -97,7 +108,7 @@ impl Store {
         .bind(&session.id)
         .bind(session.replay_high.unwrap_or(-1))
         .bind(session.replay_bits)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected()
             == 1)
