@@ -314,6 +314,12 @@ impl App {
     /// quiet interval is written at once, the others as one aggregated
     /// entry per kind, source and reason when the interval ends.
     pub async fn refused_unauthenticated(&self, kind: &str, peer: &str, reason: &str) {
+        self.refused_unauthenticated_n(kind, peer, reason, 1).await
+    }
+
+    /// The same for `n` refusals at once (a caller that counts them
+    /// itself on a hot path).
+    pub async fn refused_unauthenticated_n(&self, kind: &str, peer: &str, reason: &str, n: u64) {
         let key = (kind.to_string(), source_of(peer), reason.to_string());
         let due: Vec<((String, String, String), u64)> = {
             let Ok(mut t) = self.refusals.lock() else {
@@ -327,12 +333,12 @@ impl App {
                     } else {
                         key
                     };
-                    *t.counts.entry(key).or_default() += 1;
+                    *t.counts.entry(key).or_default() += n;
                     Vec::new()
                 }
                 _ => {
                     let mut out: Vec<_> = std::mem::take(&mut t.counts).into_iter().collect();
-                    out.push((key, 1));
+                    out.push((key, n));
                     t.since = Some(now);
                     out
                 }

@@ -229,21 +229,45 @@ pub async fn serve(socket: UdpSocket, auth: Arc<App>) -> std::io::Result<()> {
         burst: f64::from(auth.limits().source_rate) * 2.0,
         buckets: HashMap::new(),
     };
+    // Sheds are counted here, per source (past REFUSAL_KEYS sources, as
+    // one), and handed to the audit tally once a second: nothing is
+    // allocated per shed datagram.
+    let mut shed: HashMap<Option<std::net::IpAddr>, u64> = HashMap::new();
+    let mut shed_reported = Instant::now();
     loop {
-        let (n, peer) = socket.recv_from(&mut buf).await?;
+        let got = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buf)).await;
+        let now = Instant::now();
+        if !shed.is_empty() && now.duration_since(shed_reported) >= Duration::from_secs(1) {
+            for (ip, count) in shed.drain() {
+                let source = ip.map_or_else(|| "other sources".to_string(), |ip| ip.to_string());
+                auth.refused_unauthenticated_n(
+                    "datagram",
+                    &source,
+                    "shed: source over its budget or the endpoint at capacity",
+                    count,
+                )
+                .await;
+            }
+            shed_reported = now;
+        }
+        let Ok(got) = got else {
+            continue;
+        };
+        let (n, peer) = got?;
         // Shed before parsing: a source past its budget, or no room.
-        let permit = if budgets.take(peer.ip(), Instant::now()) {
+        let permit = if budgets.take(peer.ip(), now) {
             in_flight.clone().try_acquire_owned().ok()
         } else {
             None
         };
         let Some(permit) = permit else {
-            auth.refused_unauthenticated(
-                "datagram",
-                &peer.to_string(),
-                "shed: source over its budget or the endpoint at capacity",
-            )
-            .await;
+            let key = Some(peer.ip());
+            let key = if shed.len() < crate::auth::REFUSAL_KEYS || shed.contains_key(&key) {
+                key
+            } else {
+                None
+            };
+            *shed.entry(key).or_default() += 1;
             continue;
         };
         if n > MAX_OSCORE_DATAGRAM {
