@@ -1066,17 +1066,6 @@ fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> coap_lite::Packet {
     coap_lite::Packet::from_bytes(&buf[..n]).unwrap()
 }
 
-fn telemetry_request(mid: u16, batch: &[inkan_proto::telemetry::Reading]) -> coap_lite::Packet {
-    let mut p = coap_lite::Packet::new();
-    p.header.set_type(coap_lite::MessageType::Confirmable);
-    p.header.message_id = mid;
-    p.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Post);
-    p.set_token(vec![1, 2, 3, 4]);
-    p.add_option(coap_lite::CoapOption::UriPath, b"telemetry".to_vec());
-    p.payload = inkan_proto::telemetry::encode_batch(batch);
-    p
-}
-
 fn batch(n: usize, t0: u64) -> Vec<inkan_proto::telemetry::Reading> {
     (0..n)
         .map(|i| inkan_proto::telemetry::Reading {
@@ -1140,7 +1129,7 @@ fn readings_flow_under_oscore_and_attacks_are_refused(db: Db) {
     ctx0.set_sender_sequence(1_000);
     // A flipped bit in the ciphertext.
     let (p, _) = ctx0
-        .protect_request(&telemetry_request(0x100, &batch(5, 0)))
+        .protect_request(&telemetry_request(0x100, &[1, 2, 3, 4], &batch(5, 0)))
         .unwrap();
     let mut bytes = p.to_bytes().unwrap();
     let last = bytes.len() - 3;
@@ -1151,7 +1140,7 @@ fn readings_flow_under_oscore_and_attacks_are_refused(db: Db) {
     // A valid request, then the same bytes again (new message id, so it
     // is not a CoAP duplicate): the second is a replay.
     let (p, _) = ctx0
-        .protect_request(&telemetry_request(0x101, &batch(5, 0)))
+        .protect_request(&telemetry_request(0x101, &[1, 2, 3, 4], &batch(5, 0)))
         .unwrap();
     let rsp = raw_exchange(addr, &p.to_bytes().unwrap());
     assert_eq!(rsp.header.code.to_string(), "2.04");
@@ -1163,7 +1152,7 @@ fn readings_flow_under_oscore_and_attacks_are_refused(db: Db) {
     assert!(String::from_utf8_lossy(&rsp.payload).contains("replayed"));
     // Under device 0's keys but naming device 1's session.
     let (mut p, _) = ctx0
-        .protect_request(&telemetry_request(0x103, &batch(5, 0)))
+        .protect_request(&telemetry_request(0x103, &[1, 2, 3, 4], &batch(5, 0)))
         .unwrap();
     p.clear_option(coap_lite::CoapOption::Oscore);
     let mut opt = vec![0x0A, 0x03, 0xEA];

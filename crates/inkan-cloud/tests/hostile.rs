@@ -101,20 +101,15 @@ fn concurrent_requests_of_one_session_are_all_served(db: Db) {
     .unwrap();
     let requests: Vec<Vec<u8>> = (0..30u8)
         .map(|k| {
-            let mut p = coap_lite::Packet::new();
-            p.header.set_type(coap_lite::MessageType::Confirmable);
-            p.header.message_id = 0x700 + u16::from(k);
-            p.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Post);
-            p.set_token(vec![9, 9, k]);
-            p.add_option(
-                coap_lite::CoapOption::UriPath,
-                inkan_proto::resources::TELEMETRY.as_bytes().to_vec(),
+            let p = telemetry_request(
+                0x700 + u16::from(k),
+                &[9, 9, k],
+                &[inkan_proto::telemetry::Reading {
+                    time_ms: 1_700_000_000_000 + u64::from(k),
+                    channel: 1,
+                    value: vec![k],
+                }],
             );
-            p.payload = inkan_proto::telemetry::encode_batch(&[inkan_proto::telemetry::Reading {
-                time_ms: 1_700_000_000_000 + u64::from(k),
-                channel: 1,
-                value: vec![k],
-            }]);
             ctx.protect_request(&p).unwrap().0.to_bytes().unwrap()
         })
         .collect();
@@ -482,20 +477,15 @@ fn a_duplicated_protected_request_is_stored_once_and_answered_alike(db: Db) {
         &ContextParams::from_edhoc(&c.session, true, &c.c_i, &c.c_r).unwrap(),
     )
     .unwrap();
-    let mut p = coap_lite::Packet::new();
-    p.header.set_type(coap_lite::MessageType::Confirmable);
-    p.header.message_id = 0x0bad;
-    p.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Post);
-    p.set_token(vec![4, 2]);
-    p.add_option(
-        coap_lite::CoapOption::UriPath,
-        inkan_proto::resources::TELEMETRY.as_bytes().to_vec(),
+    let p = telemetry_request(
+        0x0bad,
+        &[4, 2],
+        &[inkan_proto::telemetry::Reading {
+            time_ms: 1_700_000_000_000,
+            channel: 2,
+            value: vec![7],
+        }],
     );
-    p.payload = inkan_proto::telemetry::encode_batch(&[inkan_proto::telemetry::Reading {
-        time_ms: 1_700_000_000_000,
-        channel: 2,
-        value: vec![7],
-    }]);
     let datagram = ctx.protect_request(&p).unwrap().0.to_bytes().unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.connect(addr).unwrap();

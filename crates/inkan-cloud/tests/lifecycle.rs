@@ -19,6 +19,7 @@ use inkan_cloud::{App, Limits, Registry, Store};
 use inkan_device::{connect, poll_and_run, Executed, Polled, SeEphemeral, SeSigner, Uplink};
 use inkan_pki::{CertPolicy, DeviceProfile, IssuedCert, SoftwareKey};
 use inkan_proto::edhoc::{ConnId, Credential, IdCred, IdCredKind, Initiator, Suite};
+use inkan_proto::oscore::{ContextParams, SecurityContext};
 use inkan_se::driver::key_mode;
 use inkan_se::Curve;
 use std::sync::Arc;
@@ -42,6 +43,18 @@ fn exchange(
     cert: &[u8],
     slot: u8,
 ) -> Result<Authenticated, AuthError> {
+    exchange_keyed(w, i, auth, rt, cert, slot).map(|(a, _)| a)
+}
+
+/// The same, with the device's OSCORE context of the new session.
+fn exchange_keyed(
+    w: &World,
+    i: usize,
+    auth: &App,
+    rt: &tokio::runtime::Runtime,
+    cert: &[u8],
+    slot: u8,
+) -> Result<(Authenticated, SecurityContext), AuthError> {
     let d = driver(w, i);
     let eph = SeEphemeral::generate(d.clone()).unwrap();
     let (init, m1) = Initiator::start(Suite::P256Es256, ConnId(vec![0x21]), &[], Box::new(eph));
@@ -60,7 +73,39 @@ fn exchange(
             &mut SeSigner::new(d).in_slot(slot),
         )
         .unwrap();
-    rt.block_on(auth.message_3(&done.c_r, &m3, "test"))
+    let a = rt.block_on(auth.message_3(&done.c_r, &m3, "test"))?;
+    let ctx = SecurityContext::derive(
+        &ContextParams::from_edhoc(done.session(), true, &ConnId(vec![0x21]), &done.c_r).unwrap(),
+    )
+    .unwrap();
+    Ok((a, ctx))
+}
+
+/// Sends one reading (value `v`) under `ctx` to the endpoint at `addr`;
+/// returns the response code.
+fn send_reading(addr: std::net::SocketAddr, ctx: &mut SecurityContext, v: u8) -> String {
+    let p = telemetry_request(
+        0x500 + u16::from(v),
+        &[v],
+        &[inkan_proto::telemetry::Reading {
+            time_ms: 1_700_000_000_000 + u64::from(v),
+            channel: 0,
+            value: vec![v],
+        }],
+    );
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(addr).unwrap();
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    udp.send(&ctx.protect_request(&p).unwrap().0.to_bytes().unwrap())
+        .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = udp.recv(&mut buf).unwrap();
+    coap_lite::Packet::from_bytes(&buf[..n])
+        .unwrap()
+        .header
+        .code
+        .to_string()
 }
 
 /// A certificate of the family `fam` of `w` for `point`, with the serial
@@ -158,12 +203,14 @@ fn a_device_keeps_its_identity_across_credentials(db: Db) {
     let first = leaf_of(&w, 0);
     let ueid = first.ueid().unwrap();
     let serial = first.subject_serial_number().unwrap();
-    let a = exchange(&w, 0, &auth, &rt, &first.der, 0).unwrap();
+    let addr = start_server(&rt, auth.clone());
+    let (a, mut ctx_a) = exchange_keyed(&w, 0, &auth, &rt, &first.der, 0).unwrap();
     assert_eq!(
         a.device.device_id,
         ueid.to_hex(),
         "the device id is its UEID"
     );
+    assert_eq!(send_reading(addr, &mut ctx_a, 1), "2.04");
 
     // Renewed: same key, new certificate from the family.
     let second = issue(
@@ -190,8 +237,18 @@ fn a_device_keeps_its_identity_across_credentials(db: Db) {
         p
     };
     let third = issue(&w, "thermo", &point, &serial, Some(ueid.clone()));
-    let c = exchange(&w, 0, &auth, &rt, &third, 1).unwrap();
+    let (c, mut ctx_c) = exchange_keyed(&w, 0, &auth, &rt, &third, 1).unwrap();
     assert_eq!(c.device.device_id, a.device.device_id);
+    assert_eq!(send_reading(addr, &mut ctx_c, 3), "2.04");
+    // Readings sent under the first and the third credential are the
+    // same device's.
+    let readings = rt
+        .block_on(store.readings(&tenant, None, None, 0, i64::MAX, None, 100))
+        .unwrap();
+    assert_eq!(readings.len(), 2);
+    assert!(readings
+        .iter()
+        .all(|r| r.key.device_id == a.device.device_id));
     assert_eq!(rt.block_on(store.device_count()).unwrap(), 1);
     let creds = rt
         .block_on(store.credentials_of(&a.device.device_id))

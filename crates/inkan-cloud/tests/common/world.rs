@@ -144,3 +144,23 @@ pub fn leaf_of(w: &World, i: usize) -> inkan_pki::IssuedCert {
         .certificate;
     inkan_pki::IssuedCert::from_der(&der).unwrap()
 }
+
+/// A plain CoAP request posting `readings` to the telemetry resource (to be
+/// OSCORE-protected by the caller).
+pub fn telemetry_request(
+    mid: u16,
+    token: &[u8],
+    readings: &[inkan_proto::telemetry::Reading],
+) -> coap_lite::Packet {
+    let mut p = coap_lite::Packet::new();
+    p.header.set_type(coap_lite::MessageType::Confirmable);
+    p.header.message_id = mid;
+    p.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Post);
+    p.set_token(token.to_vec());
+    p.add_option(
+        coap_lite::CoapOption::UriPath,
+        inkan_proto::resources::TELEMETRY.as_bytes().to_vec(),
+    );
+    p.payload = inkan_proto::telemetry::encode_batch(readings);
+    p
+}
