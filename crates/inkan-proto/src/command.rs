@@ -5,7 +5,6 @@
 //! most once, and an expiry.
 
 use crate::cbor::{self, Decoder};
-use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
 
 /// The resource a device polls for its next command.
 pub const NEXT_PATH: &str = "commands/next";
@@ -140,43 +139,23 @@ impl Command {
     /// The tagged COSE_Sign1 of this command; `sign` makes the raw `r ‖ s`
     /// ES256 signature over the to-be-signed bytes it is given.
     pub fn sign<E>(&self, sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>) -> Result<Vec<u8>, E> {
-        let protected = HeaderBuilder::new()
-            .algorithm(coset::iana::Algorithm::ES256)
-            .build();
-        let unsigned = CoseSign1Builder::new()
-            .protected(protected)
-            .payload(self.payload())
-            .build();
-        let sig = sign(&unsigned.tbs_data(&[]))?;
-        let signed = CoseSign1 {
-            signature: sig,
-            ..unsigned
-        };
-        Ok(signed.to_tagged_vec().unwrap_or_default())
+        crate::sign1::sign_es256(self.payload(), None, sign)
     }
 
     /// Parses a signed command without verifying it: returns the command,
     /// the to-be-signed bytes and the raw signature, for the verifier (the
     /// secure element) to check.
     pub fn open(cose: &[u8]) -> Result<(Command, Vec<u8>, Vec<u8>), CommandError> {
-        let m = CoseSign1::from_tagged_slice(cose)
-            .map_err(|e| CommandError::Malformed(format!("{e:?}")))?;
-        if m.protected.header.alg
-            != Some(coset::RegisteredLabelWithPrivate::Assigned(
-                coset::iana::Algorithm::ES256,
-            ))
-        {
-            return Err(CommandError::Algorithm);
-        }
+        use crate::sign1::{open_es256, OpenError};
+        let m = open_es256(cose, None).map_err(|e| match e {
+            OpenError::Malformed(m) => CommandError::Malformed(m),
+            OpenError::Header => CommandError::Algorithm,
+        })?;
         if m.signature.len() != 64 {
             return Err(CommandError::Signature);
         }
-        let payload = m
-            .payload
-            .as_deref()
-            .ok_or_else(|| CommandError::Malformed("detached payload".into()))?;
-        let c = Command::from_payload(payload)?;
-        Ok((c, m.tbs_data(&[]), m.signature.clone()))
+        let c = Command::from_payload(&m.payload)?;
+        Ok((c, m.tbs, m.signature))
     }
 }
 

@@ -6,5 +6,6 @@ pub mod command;
 pub mod edhoc;
 pub mod oscore;
 pub mod resources;
+pub mod sign1;
 pub mod telemetry;
 pub mod transfer;

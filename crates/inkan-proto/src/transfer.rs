@@ -5,7 +5,6 @@
 //! still belongs to the seller, and that the document was never claimed.
 
 use crate::cbor::{self, Decoder};
-use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
 
 /// The COSE content type that tells a transfer from other documents the
 /// same key signs.
@@ -112,50 +111,24 @@ impl Transfer {
     /// The tagged COSE_Sign1; `sign` makes the raw `r ‖ s` ES256
     /// signature over the to-be-signed bytes.
     pub fn sign<E>(&self, sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>) -> Result<Vec<u8>, E> {
-        let protected = HeaderBuilder::new()
-            .algorithm(coset::iana::Algorithm::ES256)
-            .content_type(CONTENT_TYPE.to_string())
-            .build();
-        let unsigned = CoseSign1Builder::new()
-            .protected(protected)
-            .payload(self.payload())
-            .build();
-        let sig = sign(&unsigned.tbs_data(&[]))?;
-        Ok(CoseSign1 {
-            signature: sig,
-            ..unsigned
-        }
-        .to_tagged_vec()
-        .unwrap_or_default())
+        crate::sign1::sign_es256(self.payload(), Some(CONTENT_TYPE), sign)
     }
 
-    /// Parses a transfer and checks its signature with `verify(tbs, sig)`.
+    /// Checks a transfer's signature with `verify(tbs, sig)`, then parses
+    /// it.
     pub fn open(
         cose: &[u8],
         verify: impl FnOnce(&[u8], &[u8]) -> bool,
     ) -> Result<Transfer, TransferError> {
-        let m = CoseSign1::from_tagged_slice(cose)
-            .map_err(|e| TransferError::Malformed(format!("{e:?}")))?;
-        let h = &m.protected.header;
-        if h.alg
-            != Some(coset::RegisteredLabelWithPrivate::Assigned(
-                coset::iana::Algorithm::ES256,
-            ))
-            || h.content_type != Some(coset::ContentType::Text(CONTENT_TYPE.to_string()))
-        {
-            return Err(TransferError::Malformed(
-                "not an ES256 transfer document".into(),
-            ));
-        }
-        let payload = m
-            .payload
-            .as_deref()
-            .ok_or_else(|| TransferError::Malformed("detached payload".into()))?;
-        let t = Transfer::from_payload(payload)?;
-        if !verify(&m.tbs_data(&[]), &m.signature) {
+        use crate::sign1::{open_es256, OpenError};
+        let m = open_es256(cose, Some(CONTENT_TYPE)).map_err(|e| match e {
+            OpenError::Malformed(m) => TransferError::Malformed(m),
+            OpenError::Header => TransferError::Malformed("not an ES256 transfer document".into()),
+        })?;
+        if !verify(&m.tbs, &m.signature) {
             return Err(TransferError::Signature);
         }
-        Ok(t)
+        Transfer::from_payload(&m.payload)
     }
 }
 
