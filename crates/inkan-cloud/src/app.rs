@@ -30,6 +30,9 @@ pub struct App {
     /// bucket: tokens, last refill).
     pub(crate) exchange_shares:
         Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+    /// The budget of message_1s taken without an Echo (tokens, last
+    /// refill).
+    pub(crate) unverified_message_1: Mutex<Option<(f64, std::time::Instant)>>,
 }
 
 /// Shards of the per-session request locks.
@@ -82,6 +85,7 @@ impl App {
             refusals: Mutex::new(RefusalTally::default()),
             audit_retention: std::time::Duration::from_secs(365 * 24 * 3600),
             exchange_shares: Mutex::new(std::collections::HashMap::new()),
+            unverified_message_1: Mutex::new(None),
             firmware_cache: Mutex::new(crate::firmware::Cache::default()),
             session_locks: (0..SESSION_LOCK_SHARDS)
                 .map(|_| tokio::sync::Mutex::new(()))

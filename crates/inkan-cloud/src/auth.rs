@@ -95,6 +95,10 @@ pub struct Limits {
     /// Datagrams per second one source address may send (bursts of twice
     /// as many) before the device endpoint sheds it.
     pub source_rate: u32,
+    /// message_1s per second this replica takes from addresses that have
+    /// not proved they receive; past it, each is first asked for an Echo
+    /// (RFC 9175). 0 asks every time.
+    pub echo_rate: u32,
 }
 
 impl Default for Limits {
@@ -104,6 +108,7 @@ impl Default for Limits {
             max_pending: 10_000,
             session_ttl_secs: 24 * 3600,
             source_rate: 2000,
+            echo_rate: 500,
         }
     }
 }
@@ -124,6 +129,10 @@ pub struct CloudIdentity {
     /// Wraps the OSCORE secrets of sessions in the store; derived from the
     /// cloud key, so every replica can unwrap them.
     wrap_key: zeroize::Zeroizing<[u8; 16]>,
+    /// Keys the values every replica must make and check alike without
+    /// sharing state (Echo values, firmware image keys and paths); derived
+    /// from the cloud key.
+    derive_key: zeroize::Zeroizing<[u8; 64]>,
 }
 
 type WrapCipher = ccm::Ccm<aes::Aes128, ccm::consts::U8, ccm::consts::U13>;
@@ -140,8 +149,13 @@ impl CloudIdentity {
         hkdf::Hkdf::<sha2::Sha256>::new(Some(b"inkan session wrap v1"), scalar)
             .expand(b"oscore master secret and salt", &mut *wrap_key)
             .map_err(|_| EdhocError::Key("session wrap key".into()))?;
+        let mut derive_key = zeroize::Zeroizing::new([0u8; 64]);
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(b"inkan derived values v1"), scalar)
+            .expand(b"echo values, image keys and paths", &mut *derive_key)
+            .map_err(|_| EdhocError::Key("derived values key".into()))?;
         Ok(CloudIdentity {
             wrap_key,
+            derive_key,
             p256: SuiteIdentity {
                 signer: Mutex::new(signer),
                 cred,
@@ -172,6 +186,20 @@ impl CloudIdentity {
             signer: Mutex::new(signer),
             id_cred: IdCred::x5chain(&[cert.der]),
         })
+    }
+
+    /// HMAC-SHA256 under the derived-values key over `label` and `parts`
+    /// (each length-prefixed, so no two inputs collide).
+    pub(crate) fn derive(&self, label: &str, parts: &[&[u8]]) -> zeroize::Zeroizing<[u8; 32]> {
+        use hmac::Mac;
+        // A key of SHA-256's block size is used as it is.
+        let mut m =
+            <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new(&(*self.derive_key).into());
+        for p in std::iter::once(label.as_bytes()).chain(parts.iter().copied()) {
+            m.update(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_be_bytes());
+            m.update(p);
+        }
+        zeroize::Zeroizing::new(m.finalize().into_bytes().into())
     }
 
     /// Wraps a session's secret state for the store (AES-CCM, random

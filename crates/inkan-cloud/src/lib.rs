@@ -6,6 +6,7 @@ pub mod auth;
 pub mod campaigns;
 pub mod commands;
 pub mod devices;
+pub mod echo;
 pub mod firmware;
 pub mod lifecycle;
 pub mod registry;

@@ -316,7 +316,7 @@ async fn dispatch(r: &Request<'_>, resource: Resource) -> Result<Handled, Resour
         Resource::CommandsResult => commands_result(r).await,
         Resource::FirmwareNext => firmware_next(r).await,
         Resource::FirmwareReport => firmware_report(r).await,
-        Resource::FirmwareImage(id) => firmware_image(r, &id).await,
+        Resource::FirmwareTicket(id) => firmware_ticket(r, &id).await,
         Resource::FirmwareManifest(id) => firmware_manifest(r, &id).await,
     }
 }
@@ -468,8 +468,8 @@ async fn firmware_manifest(r: &Request<'_>, id: &str) -> Result<Handled, Resourc
     if !r.advance().await? {
         return Ok(Handled::Retry);
     }
-    match crate::firmware::block_for(r.app, r.device, id, 0).await? {
-        Some((manifest, _, _)) => Ok(Handled::Reply(ResponseType::Content, manifest, Vec::new())),
+    match crate::firmware::manifest_for(r.app, r.device, id).await? {
+        Some(manifest) => Ok(Handled::Reply(ResponseType::Content, manifest, Vec::new())),
         None => Ok(Handled::Refuse(
             ResponseType::NotFound,
             ResourceError::NotFound(Resource::FirmwareManifest(id.into()).path()),
@@ -477,41 +477,21 @@ async fn firmware_manifest(r: &Request<'_>, id: &str) -> Result<Handled, Resourc
     }
 }
 
-/// `GET firmware/{id}`: one block of the image (RFC 7959 Block2, with
-/// Size2 on the first block), to the firmware family's devices only.
-async fn firmware_image(r: &Request<'_>, id: &str) -> Result<Handled, ResourceError> {
+/// `GET firmware/{id}/ticket`: the image's key, download path and size,
+/// to the firmware family's devices only.
+async fn firmware_ticket(r: &Request<'_>, id: &str) -> Result<Handled, ResourceError> {
     if !r.advance().await? {
         return Ok(Handled::Retry);
     }
-    let num = r
-        .inner
-        .get_first_option(CoapOption::Block2)
-        .and_then(|v| crate::firmware::parse_block(v))
-        .map(|b| b.0)
-        .unwrap_or(0);
-    let path = Resource::FirmwareImage(id.into()).path();
-    let Some((_, total, data)) = crate::firmware::block_for(r.app, r.device, id, num).await? else {
-        return Ok(Handled::Refuse(
+    match crate::firmware::ticket_for(r.app, r.device, id).await? {
+        Some(t) => Ok(Handled::Reply(
+            ResponseType::Content,
+            t.encode(),
+            Vec::new(),
+        )),
+        None => Ok(Handled::Refuse(
             ResponseType::NotFound,
-            ResourceError::NotFound(path),
-        ));
-    };
-    let start = (num as usize).saturating_mul(crate::firmware::BLOCK_SIZE);
-    if start >= total && total > 0 {
-        return Ok(Handled::Refuse(
-            ResponseType::BadOption,
-            ResourceError::NotFound(format!("{path} block {num}")),
-        ));
+            ResourceError::NotFound(Resource::FirmwareTicket(id.into()).path()),
+        )),
     }
-    let more = start + crate::firmware::BLOCK_SIZE < total;
-    let mut options = vec![(
-        CoapOption::Block2,
-        crate::firmware::block_value(num, more, crate::firmware::BLOCK_SZX),
-    )];
-    if num == 0 {
-        let t = u32::try_from(total).unwrap_or(u32::MAX).to_be_bytes();
-        let skip = t.iter().take_while(|x| **x == 0).count();
-        options.push((CoapOption::Size2, t[skip..].to_vec()));
-    }
-    Ok(Handled::Reply(ResponseType::Content, data, options))
 }

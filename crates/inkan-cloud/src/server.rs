@@ -121,6 +121,9 @@ pub async fn handle(auth: &App, bytes: &[u8], peer: SocketAddr) -> Option<Vec<u8
             let rsp = crate::resources::handle(auth, &p, &peer.to_string()).await;
             return rsp.to_bytes_unlimited().ok();
         }
+        if p.header.code == coap_lite::MessageClass::Request(coap_lite::RequestType::Get) {
+            return Some(crate::firmware::image_request(auth, &p, peer).await);
+        }
     }
     if bytes.len() > coap::MAX_DATAGRAM {
         return too_large(bytes, coap::MAX_DATAGRAM);
@@ -139,6 +142,15 @@ pub async fn handle(auth: &App, bytes: &[u8], peer: SocketAddr) -> Option<Vec<u8
                 &inkan_proto::edhoc::ErrorInfo::Text(e.to_string()),
             ),
         ),
+        Ok(EdhocRequest::Message1(_))
+            if auth.message_1_needs_echo() && !auth.echo_verifies(peer, req.echo.as_deref()) =>
+        {
+            // Many message_1s arrive: this one waits until its sender shows
+            // it receives at its address; nothing is kept meanwhile.
+            auth.refused_unauthenticated("authenticate", &peer_s, "message_1: Echo asked")
+                .await;
+            coap::echo_challenge(&req, &auth.echo_for(peer))
+        }
         Ok(EdhocRequest::Message1(m1)) => match auth.message_1(m1, &peer_s).await {
             Ok(m2) => coap::response(&req, Code::Changed, m2),
             Err((_, err)) => coap::response(&req, Code::BadRequest, err),
@@ -270,6 +282,13 @@ pub async fn serve(socket: UdpSocket, auth: Arc<App>) -> std::io::Result<()> {
             *shed.entry(key).or_default() += 1;
             continue;
         };
+        // Image blocks from memory are answered here, with no task: the
+        // bulk of a firmware download costs a lookup and a copy.
+        if let Some(rsp) = crate::firmware::image_from_memory(&auth, &buf[..n], peer) {
+            drop(permit);
+            let _ = socket.send_to(&rsp, peer).await;
+            continue;
+        }
         if n > MAX_OSCORE_DATAGRAM {
             if let Some(rsp) = too_large(&buf[..n], MAX_OSCORE_DATAGRAM) {
                 let _ = socket.send_to(&rsp, peer).await;

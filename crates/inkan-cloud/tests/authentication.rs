@@ -1897,13 +1897,84 @@ fn firmware_downloads_blockwise_resumes_and_boots(db: Db) {
     let ok = inkan_device::firmware::boot_check(&d0, &got, &m).unwrap();
     assert_eq!(ok.manifest.security_version, 2);
 
-    // A device of another family is not served.
+    // A device of another family gets no ticket.
     let c1 = connect(driver(&w, 1), addr, quick()).unwrap();
     let mut up1 = Uplink::new(&c1, addr, quick()).unwrap();
     match up1.download(&id, &dir.path().join("other.bin"), None) {
         Err(UplinkError::Refused { code, .. }) => assert_eq!(code, "4.04"),
         other => panic!("another family's device got the firmware: {other:?}"),
     }
+
+    // The plain image resource, attacked from outside any session.
+    let ticket = up2.firmware_ticket(&id).unwrap();
+    assert_eq!(ticket.size, 10_500);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(addr).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut mid = 0x5000u16;
+    let mut get = |path: &str, echo: Option<&[u8]>, block: u32| -> (Vec<u8>, coap_lite::Packet) {
+        use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+        mid += 1;
+        let mut p = Packet::new();
+        p.header.set_type(MessageType::Confirmable);
+        p.header.message_id = mid;
+        p.header.code = MessageClass::Request(RequestType::Get);
+        p.set_token(vec![0x77]);
+        for seg in path.split('/') {
+            p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+        }
+        p.add_option(
+            CoapOption::Block2,
+            inkan_proto::coap::block_value(block, false, 6),
+        );
+        if let Some(e) = echo {
+            p.add_option(CoapOption::Unknown(inkan_proto::coap::ECHO), e.to_vec());
+        }
+        let req = p.to_bytes().unwrap();
+        sock.send(&req).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = sock.recv(&mut buf).unwrap();
+        (req, Packet::from_bytes(&buf[..n]).unwrap())
+    };
+    // Without an Echo: 4.01 with one to repeat, no larger than the request
+    // (the resource amplifies nothing toward a spoofed address).
+    let (req, rsp) = get(&ticket.path, None, 0);
+    assert_eq!(rsp.header.code.to_string(), "4.01");
+    assert!(rsp.payload.is_empty());
+    assert!(rsp.to_bytes().unwrap().len() <= req.len());
+    let echo = inkan_proto::coap::echo_of(&rsp).unwrap().to_vec();
+    // An Echo made for another address (the device's own socket) or a
+    // changed one is asked again; the image stays unsent.
+    let mut forged = echo.clone();
+    forged[5] ^= 0x40;
+    for bad in [forged.as_slice(), &[0u8; 12][..], &echo[..4]] {
+        let (_, rsp) = get(&ticket.path, Some(bad), 0);
+        assert_eq!(rsp.header.code.to_string(), "4.01", "{bad:?}");
+        assert!(rsp.payload.is_empty());
+    }
+    // A path the cloud did not make is not found, even from a verified
+    // address: another token, another firmware id with this token.
+    let mut other_token = ticket.path.clone();
+    let last = other_token.pop().unwrap();
+    other_token.push(if last == '0' { '1' } else { '0' });
+    let other_id = ticket.path.replacen(&id, &"0".repeat(32), 1);
+    for path in [other_token.as_str(), &other_id, "fw", "fw/x"] {
+        let (_, rsp) = get(path, Some(&echo), 0);
+        assert_eq!(rsp.header.code.to_string(), "4.04", "{path}");
+    }
+    // With its Echo the address is served: the block is ciphertext, which
+    // the ticket's key alone turns into the image.
+    let (_, rsp) = get(&ticket.path, Some(&echo), 3);
+    assert_eq!(rsp.header.code.to_string(), "2.05");
+    assert_eq!(rsp.payload.len(), 1024);
+    assert_ne!(rsp.payload, image[3072..4096]);
+    let mut clear = rsp.payload.clone();
+    inkan_proto::resources::image_cipher(&ticket.key, 3072, &mut clear);
+    assert_eq!(clear, image[3072..4096]);
+    // Past the end: 4.02, not another image's bytes.
+    let (_, rsp) = get(&ticket.path, Some(&echo), 11);
+    assert_eq!(rsp.header.code.to_string(), "4.02");
 }
 
 /// Campaigns: a staged roll-out whose first stage fails stops by itself at

@@ -24,6 +24,7 @@ on_both_stores!(
     audit_entries_past_the_retention_are_deleted,
     a_flooding_source_is_shed_and_others_still_authenticate,
     one_source_cannot_fill_the_pending_exchanges_of_all,
+    under_load_message_1_waits_for_an_echo_and_keeps_nothing,
     a_duplicated_protected_request_is_stored_once_and_answered_alike
 );
 
@@ -457,6 +458,103 @@ fn one_source_cannot_fill_the_pending_exchanges_of_all(db: Db) {
     // A device from another address still authenticates.
     let addr = start_server(&rt, app.clone());
     connect(driver(&w, 0), addr, quick()).unwrap();
+}
+
+/// Past the Echo rate (here 0: always), a message_1 from an address that
+/// has not shown it receives gets a 4.01 with an Echo value and leaves no
+/// exchange behind (a spoofed flood costs one small answer each); a forged
+/// or another address's value is asked again; the right one proceeds; a
+/// device repeats the value by itself and authenticates.
+fn under_load_message_1_waits_for_an_echo_and_keeps_nothing(db: Db) {
+    let w = world(&["thermo"], 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = rt.block_on(common::db_url(db, dir.path()));
+    let app = Arc::new(App::new(
+        Registry::new(rt.block_on(Store::open(&url)).unwrap()),
+        identity(&w.cloud_key),
+        Limits {
+            echo_rate: 0,
+            ..Limits::default()
+        },
+    ));
+    let tenant = rt
+        .block_on(app.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    rt.block_on(register_family(&w, &app.registry, &tenant, "thermo"));
+    let addr = start_server(&rt, app.clone());
+    let suite = inkan_proto::edhoc::Suite::P256Es256;
+    let (_, m1) = inkan_proto::edhoc::Initiator::start(
+        suite,
+        inkan_proto::edhoc::ConnId(vec![0x09]),
+        &[],
+        Box::new(inkan_proto::edhoc::crypto::SoftwareEphemeral::generate(
+            suite,
+        )),
+    );
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(addr).unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut mid = 0x6000u16;
+    let mut send = |echo: Option<&[u8]>| {
+        mid += 1;
+        let d = inkan_proto::coap::request_echo(
+            mid,
+            &[0xe1],
+            inkan_proto::coap::message_1_payload(&m1),
+            echo,
+        )
+        .unwrap();
+        udp.send(&d).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = udp.recv(&mut buf).unwrap();
+        (
+            d.len(),
+            inkan_proto::coap::parse_response(&buf[..n]).unwrap(),
+        )
+    };
+    let (sent, rsp) = send(None);
+    assert_eq!(rsp.code, "4.01");
+    assert!(rsp.payload.is_empty());
+    let echo = rsp.echo_challenge().expect("an Echo to repeat").to_vec();
+    assert!(echo.len() < sent, "the answer is smaller than the request");
+    assert_eq!(
+        rt.block_on(app.registry.store.pending_exchanges()).unwrap(),
+        0
+    );
+    // Another address's value, a changed value: asked again, nothing kept.
+    let elsewhere = app.echo_for("127.0.0.1:9".parse().unwrap());
+    let mut changed = echo.clone();
+    changed[11] ^= 1;
+    for bad in [elsewhere, changed] {
+        let (_, rsp) = send(Some(&bad));
+        assert_eq!(rsp.code, "4.01");
+        assert!(rsp.echo_challenge().is_some());
+    }
+    assert_eq!(
+        rt.block_on(app.registry.store.pending_exchanges()).unwrap(),
+        0
+    );
+    // The value it was given: message_2.
+    let (_, rsp) = send(Some(&echo));
+    assert_eq!(rsp.code, "2.04");
+    assert!(!rsp.payload.is_empty());
+    assert_eq!(
+        rt.block_on(app.registry.store.pending_exchanges()).unwrap(),
+        1
+    );
+    // A device does all of it by itself.
+    let c = connect(driver(&w, 0), addr, quick()).unwrap();
+    let mut up = inkan_device::Uplink::new(&c, addr, quick()).unwrap();
+    assert_eq!(
+        up.send(&[inkan_proto::telemetry::Reading {
+            time_ms: 1_700_000_000_000,
+            channel: 1,
+            value: b"20.5".to_vec(),
+        }])
+        .unwrap(),
+        1
+    );
 }
 
 /// A protected telemetry request duplicated on the way (same datagram

@@ -264,17 +264,59 @@ impl Default for Retransmission {
 
 fn coap_exchange(
     udp: &std::net::UdpSocket,
+    next_mid: &mut u16,
+    payload: Vec<u8>,
+    echo: &mut Option<Vec<u8>>,
+    rt: Retransmission,
+) -> Result<inkan_proto::coap::Response, ConnectError> {
+    // At most once, the cloud asks the device to show it receives at its
+    // address (RFC 9175 Echo): the request is sent again, with a new
+    // message id, repeating the value.
+    for _ in 0..2 {
+        let rsp = coap_exchange_once(udp, *next_mid, payload.clone(), echo.as_deref(), rt)?;
+        *next_mid = next_mid.wrapping_add(1);
+        match rsp.echo_challenge() {
+            Some(e) if echo.as_deref() != Some(e) => *echo = Some(e.to_vec()),
+            _ => return Ok(rsp),
+        }
+    }
+    Err(ConnectError::Refused {
+        code: "4.01".into(),
+        detail: "the cloud asked for its Echo value again".into(),
+    })
+}
+
+fn coap_exchange_once(
+    udp: &std::net::UdpSocket,
     message_id: u16,
     payload: Vec<u8>,
+    echo: Option<&[u8]>,
     rt: Retransmission,
 ) -> Result<inkan_proto::coap::Response, ConnectError> {
     let mut token = [0u8; 4];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
-    let req = inkan_proto::coap::request(message_id, &token, payload)?;
+    let req = inkan_proto::coap::request_echo(message_id, &token, payload, echo)?;
+    let rsp = exchange_datagram(udp, &req, rt, |bytes| {
+        inkan_proto::coap::parse_response(bytes)
+            .ok()
+            .filter(|r| r.message_id == message_id && r.token == token)
+    })?;
+    rsp.ok_or(ConnectError::Timeout(rt.max_retransmit + 1))
+}
+
+/// Sends `req` with confirmable retransmission (RFC 7252 §4.2: timeouts
+/// doubling from `rt.ack_timeout`) until `matches` accepts a datagram
+/// received; None after the last attempt.
+fn exchange_datagram<R>(
+    udp: &std::net::UdpSocket,
+    req: &[u8],
+    rt: Retransmission,
+    mut matches: impl FnMut(&[u8]) -> Option<R>,
+) -> std::io::Result<Option<R>> {
     let mut timeout = rt.ack_timeout;
-    let mut buf = vec![0u8; inkan_proto::coap::MAX_DATAGRAM];
+    let mut buf = vec![0u8; 16 * 1024];
     for _ in 0..=rt.max_retransmit {
-        udp.send(&req)?;
+        udp.send(req)?;
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -284,11 +326,8 @@ fn coap_exchange(
             udp.set_read_timeout(Some(left))?;
             match udp.recv(&mut buf) {
                 Ok(n) => {
-                    let Ok(rsp) = inkan_proto::coap::parse_response(&buf[..n]) else {
-                        continue;
-                    };
-                    if rsp.message_id == message_id && rsp.token == token {
-                        return Ok(rsp);
+                    if let Some(r) = matches(&buf[..n]) {
+                        return Ok(Some(r));
                     }
                 }
                 Err(e)
@@ -299,12 +338,12 @@ fn coap_exchange(
                 {
                     break
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         timeout *= 2;
     }
-    Err(ConnectError::Timeout(rt.max_retransmit + 1))
+    Ok(None)
 }
 
 /// A UDP socket on loopback of the cloud's address family, connected to it.
@@ -382,7 +421,8 @@ pub fn connect<T: Transport + 'static>(
     let udp = udp_to(cloud)?;
     let mut ids = [0u8; 6];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut ids);
-    let mid = u16::from_be_bytes([ids[4], ids[5]]);
+    let mut mid = u16::from_be_bytes([ids[4], ids[5]]);
+    let mut echo = None;
 
     // The suite follows the device key: Ed25519 → suite 0, P-256 → suite 2.
     let own = inkan_pki::cert::IssuedCert::from_der(&identity.certificate).map_err(|_| {
@@ -399,7 +439,13 @@ pub fn connect<T: Transport + 'static>(
     let eph = SeEphemeral::generate_for(driver.clone(), suite)?;
     let (i, m1) = Initiator::start(suite, ConnId(ids[..4].to_vec()), &[], Box::new(eph));
     let c_i = i.c_i().clone();
-    let rsp = coap_exchange(&udp, mid, inkan_proto::coap::message_1_payload(&m1), rt)?;
+    let rsp = coap_exchange(
+        &udp,
+        &mut mid,
+        inkan_proto::coap::message_1_payload(&m1),
+        &mut echo,
+        rt,
+    )?;
     if !rsp.success {
         return Err(refused(&rsp));
     }
@@ -427,8 +473,9 @@ pub fn connect<T: Transport + 'static>(
     let c_r = done.c_r.clone();
     let rsp = coap_exchange(
         &udp,
-        mid.wrapping_add(1),
+        &mut mid,
         inkan_proto::coap::message_3_payload(&c_r, &m3),
+        &mut echo,
         rt,
     )?;
     if !rsp.success {
@@ -483,6 +530,8 @@ pub struct Uplink {
     udp: std::net::UdpSocket,
     next_mid: u16,
     rt: Retransmission,
+    /// The Echo value the cloud last asked this address for.
+    echo: Option<Vec<u8>>,
 }
 
 impl Uplink {
@@ -503,6 +552,7 @@ impl Uplink {
             udp,
             next_mid: u16::from_be_bytes(m),
             rt,
+            echo: None,
         })
     }
 
@@ -597,27 +647,47 @@ impl Uplink {
             .payload)
     }
 
-    /// Downloads firmware `id` into `out` block by block (RFC 7959 Block2,
-    /// 1024-byte blocks) under OSCORE, resuming after the whole blocks the
-    /// file already holds (a dropped connection costs at most one block).
-    /// Stops after `max_blocks` when given. Returns the bytes in the file
-    /// and whether the image is complete.
+    /// How to fetch and decrypt firmware `id` (its key, download path and
+    /// size), asked over OSCORE.
+    pub fn firmware_ticket(
+        &mut self,
+        id: &str,
+    ) -> Result<inkan_proto::resources::FirmwareTicket, UplinkError> {
+        let rsp = self.request(
+            coap_lite::RequestType::Get,
+            &inkan_proto::resources::Resource::FirmwareTicket(id.to_string()).path(),
+            Vec::new(),
+        )?;
+        inkan_proto::resources::FirmwareTicket::decode(&rsp.payload)
+            .map_err(|e| UplinkError::Coap(e.to_string()))
+    }
+
+    /// Downloads firmware `id` into `out` block by block: its ticket over
+    /// OSCORE, then the encrypted image in 1024-byte blocks (RFC 7959
+    /// Block2) from its plain download path, each block decrypted as it
+    /// arrives; resumes after the whole blocks the file already holds (a
+    /// dropped connection costs at most one block). Stops after
+    /// `max_blocks` when given. Returns the bytes in the file and whether
+    /// the image is complete. What is installed is checked against the
+    /// signed manifest, not trusted for having arrived.
     pub fn download(
         &mut self,
         id: &str,
         out: &std::path::Path,
         max_blocks: Option<u32>,
     ) -> Result<(u64, bool), UplinkError> {
+        use inkan_proto::resources::{image_cipher, IMAGE_BLOCK, IMAGE_BLOCK_SZX};
         use std::io::{Seek, Write};
-        const BLOCK: u64 = 1024;
+        let ticket = self.firmware_ticket(id)?;
+        let block = IMAGE_BLOCK as u64;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
             .open(out)?;
-        let have = f.metadata()?.len() / BLOCK;
-        f.set_len(have * BLOCK)?;
+        let have = (f.metadata()?.len() / block).min(ticket.size.div_ceil(block));
+        f.set_len(have * block)?;
         let mut num = u32::try_from(have).unwrap_or(u32::MAX);
         let mut fetched = 0;
         loop {
@@ -625,34 +695,100 @@ impl Uplink {
                 f.sync_all()?;
                 return Ok((f.metadata()?.len(), false));
             }
-            let v = (num << 4) | 6;
-            let b = v.to_be_bytes();
-            let skip = b.iter().take_while(|x| **x == 0).count();
-            let rsp = self.request_with(
-                coap_lite::RequestType::Get,
-                &inkan_proto::resources::Resource::FirmwareImage(id.to_string()).path(),
-                Vec::new(),
-                &[(coap_lite::CoapOption::Block2, b[skip..].to_vec())],
+            let rsp = self.plain_get(
+                &ticket.path,
+                &[(
+                    coap_lite::CoapOption::Block2,
+                    inkan_proto::coap::block_value(num, false, IMAGE_BLOCK_SZX),
+                )],
             )?;
-            let block = rsp
+            let (n, more, _) = rsp
                 .get_first_option(coap_lite::CoapOption::Block2)
+                .and_then(|v| inkan_proto::coap::parse_block(v))
                 .ok_or_else(|| UplinkError::Coap("a firmware block without Block2".into()))?;
-            let n = block.iter().fold(0u32, |a, x| (a << 8) | u32::from(*x));
-            if n >> 4 != num {
+            if n != num {
+                return Err(UplinkError::Coap(format!("asked for block {num}, got {n}")));
+            }
+            let at = u64::from(num) * block;
+            if rsp.payload.len() > IMAGE_BLOCK || at + rsp.payload.len() as u64 > ticket.size {
                 return Err(UplinkError::Coap(format!(
-                    "asked for block {num}, got {}",
-                    n >> 4
+                    "block {num} goes past the image's {} bytes",
+                    ticket.size
                 )));
             }
-            f.seek(std::io::SeekFrom::Start(u64::from(num) * BLOCK))?;
-            f.write_all(&rsp.payload)?;
+            let mut data = rsp.payload;
+            image_cipher(&ticket.key, at, &mut data);
+            f.seek(std::io::SeekFrom::Start(at))?;
+            f.write_all(&data)?;
             fetched += 1;
-            if n & 8 == 0 {
+            if !more {
                 f.sync_all()?;
                 return Ok((f.metadata()?.len(), true));
             }
             num += 1;
         }
+    }
+
+    /// A plain (not OSCORE) confirmable GET of `path` to the cloud, for
+    /// what needs no session (encrypted image blocks). When the cloud asks
+    /// the device to show it receives at its address (RFC 9175 Echo), the
+    /// request is repeated with the value, which is kept for the next.
+    fn plain_get(
+        &mut self,
+        path: &str,
+        options: &[(coap_lite::CoapOption, Vec<u8>)],
+    ) -> Result<coap_lite::Packet, UplinkError> {
+        use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+        for _ in 0..2 {
+            let mid = self.next_mid;
+            self.next_mid = self.next_mid.wrapping_add(1);
+            let mut token = [0u8; 4];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
+            let mut req = Packet::new();
+            req.header.set_type(MessageType::Confirmable);
+            req.header.message_id = mid;
+            req.header.code = MessageClass::Request(RequestType::Get);
+            req.set_token(token.to_vec());
+            for seg in path.split('/').filter(|s| !s.is_empty()) {
+                req.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+            }
+            for (o, v) in options {
+                req.add_option(*o, v.clone());
+            }
+            if let Some(e) = &self.echo {
+                req.add_option(CoapOption::Unknown(inkan_proto::coap::ECHO), e.clone());
+            }
+            let bytes = req
+                .to_bytes()
+                .map_err(|e| UplinkError::Coap(format!("{e:?}")))?;
+            let rsp = exchange_datagram(&self.udp, &bytes, self.rt, |got| {
+                Packet::from_bytes(got)
+                    .ok()
+                    .filter(|r| r.header.message_id == mid && r.get_token() == token)
+            })?
+            .ok_or(UplinkError::Timeout(self.rt.max_retransmit + 1))?;
+            let code = u8::from(rsp.header.code);
+            if code >> 5 == 2 {
+                return Ok(rsp);
+            }
+            match inkan_proto::coap::echo_of(&rsp) {
+                Some(e)
+                    if rsp.header.code.to_string() == "4.01" && self.echo.as_deref() != Some(e) =>
+                {
+                    self.echo = Some(e.to_vec());
+                }
+                _ => {
+                    return Err(UplinkError::Refused {
+                        code: rsp.header.code.to_string(),
+                        detail: String::from_utf8_lossy(&rsp.payload).into_owned(),
+                    })
+                }
+            }
+        }
+        Err(UplinkError::Refused {
+            code: "4.01".into(),
+            detail: "the cloud asked for its Echo value again".into(),
+        })
     }
 
     /// A protected confirmable request with extra (inner) options.
@@ -684,57 +820,30 @@ impl Uplink {
         let bytes = protected
             .to_bytes_unlimited()
             .map_err(|e| UplinkError::Coap(format!("{e:?}")))?;
-        let mut timeout = self.rt.ack_timeout;
-        let mut buf = vec![0u8; 16 * 1024];
-        for _ in 0..=self.rt.max_retransmit {
-            self.udp.send(&bytes)?;
-            let deadline = std::time::Instant::now() + timeout;
-            loop {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                self.udp.set_read_timeout(Some(left))?;
-                let n = match self.udp.recv(&mut buf) {
-                    Ok(n) => n,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        break
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let Ok(rsp) = Packet::from_bytes(&buf[..n]) else {
-                    continue;
-                };
-                if rsp.header.message_id != mid || rsp.get_token() != token {
-                    continue;
-                }
-                if rsp.get_first_option(CoapOption::Oscore).is_none() {
-                    return Err(UplinkError::Refused {
-                        code: rsp.header.code.to_string(),
-                        detail: String::from_utf8_lossy(&rsp.payload).into_owned(),
-                    });
-                }
-                let inner = self.ctx.unprotect_response(&rsp, &binding)?;
-                let ok = matches!(
-                    inner.header.code,
-                    MessageClass::Response(c) if u8::from(MessageClass::Response(c)) >> 5 == 2
-                );
-                if !ok {
-                    return Err(UplinkError::Refused {
-                        code: inner.header.code.to_string(),
-                        detail: String::from_utf8_lossy(&inner.payload).into_owned(),
-                    });
-                }
-                return Ok(inner);
-            }
-            timeout *= 2;
+        let rsp = exchange_datagram(&self.udp, &bytes, self.rt, |got| {
+            Packet::from_bytes(got)
+                .ok()
+                .filter(|r| r.header.message_id == mid && r.get_token() == token)
+        })?
+        .ok_or(UplinkError::Timeout(self.rt.max_retransmit + 1))?;
+        if rsp.get_first_option(CoapOption::Oscore).is_none() {
+            return Err(UplinkError::Refused {
+                code: rsp.header.code.to_string(),
+                detail: String::from_utf8_lossy(&rsp.payload).into_owned(),
+            });
         }
-        Err(UplinkError::Timeout(self.rt.max_retransmit + 1))
+        let inner = self.ctx.unprotect_response(&rsp, &binding)?;
+        let ok = matches!(
+            inner.header.code,
+            MessageClass::Response(c) if u8::from(MessageClass::Response(c)) >> 5 == 2
+        );
+        if !ok {
+            return Err(UplinkError::Refused {
+                code: inner.header.code.to_string(),
+                detail: String::from_utf8_lossy(&inner.payload).into_owned(),
+            });
+        }
+        Ok(inner)
     }
 }
 

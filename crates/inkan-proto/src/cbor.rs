@@ -72,6 +72,11 @@ pub fn int(out: &mut Vec<u8>, v: i64) {
     }
 }
 
+/// Appends an unsigned integer.
+pub fn uint(out: &mut Vec<u8>, v: u64) {
+    head(out, major::UINT, v);
+}
+
 /// Appends a byte string.
 pub fn bstr(out: &mut Vec<u8>, b: &[u8]) {
     head(out, major::BSTR, b.len() as u64);

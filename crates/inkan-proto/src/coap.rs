@@ -15,6 +15,12 @@ pub const CF_CID_EDHOC: u8 = 65;
 pub const CF_EDHOC: u8 = 64;
 /// Largest datagram handled.
 pub const MAX_DATAGRAM: usize = 4096;
+/// The Echo option (RFC 9175 §2): a server's proof that a client can
+/// receive at its address, asked for before the server spends state or
+/// sends more than it received.
+pub const ECHO: u16 = 252;
+/// Longest Echo value (RFC 9175 §2.2.1).
+pub const MAX_ECHO: usize = 40;
 
 /// What an EDHOC request carries.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,6 +62,17 @@ pub fn parse_request(payload: &[u8]) -> Result<EdhocRequest<'_>, EdhocError> {
 
 /// A confirmable POST to /.well-known/edhoc.
 pub fn request(message_id: u16, token: &[u8], payload: Vec<u8>) -> Result<Vec<u8>, EdhocError> {
+    request_echo(message_id, token, payload, None)
+}
+
+/// A confirmable POST to /.well-known/edhoc, repeating the Echo value a
+/// server asked for.
+pub fn request_echo(
+    message_id: u16,
+    token: &[u8],
+    payload: Vec<u8>,
+    echo: Option<&[u8]>,
+) -> Result<Vec<u8>, EdhocError> {
     let mut p = Packet::new();
     p.header.set_type(MessageType::Confirmable);
     p.header.code = MessageClass::Request(RequestType::Post);
@@ -65,6 +82,9 @@ pub fn request(message_id: u16, token: &[u8], payload: Vec<u8>) -> Result<Vec<u8
         p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
     }
     p.add_option(CoapOption::ContentFormat, vec![CF_CID_EDHOC]);
+    if let Some(e) = echo {
+        p.add_option(CoapOption::Unknown(ECHO), e.to_vec());
+    }
     p.payload = payload;
     p.to_bytes()
         .map_err(|_| EdhocError::Malformed("CoAP request too large"))
@@ -83,6 +103,17 @@ pub struct Response {
     pub code: String,
     /// The payload.
     pub payload: Vec<u8>,
+    /// The Echo value of a 4.01 that asks the client to prove its address.
+    pub echo: Option<Vec<u8>>,
+}
+
+impl Response {
+    /// The Echo value to repeat, when this is the server asking for one.
+    pub fn echo_challenge(&self) -> Option<&[u8]> {
+        (self.code == "4.01")
+            .then_some(self.echo.as_deref())
+            .flatten()
+    }
 }
 
 /// Parses a response datagram.
@@ -102,6 +133,7 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, EdhocError> {
         token: p.get_token().to_vec(),
         success,
         code: p.header.get_code(),
+        echo: echo_of(&p).map(<[u8]>::to_vec),
         payload: p.payload,
     })
 }
@@ -119,6 +151,16 @@ pub struct Request {
     pub is_edhoc_post: bool,
     /// Payload.
     pub payload: Vec<u8>,
+    /// The Echo value repeated, if any.
+    pub echo: Option<Vec<u8>>,
+}
+
+/// A message's Echo option value (the first, if several), at most
+/// [`MAX_ECHO`] bytes.
+pub fn echo_of(p: &Packet) -> Option<&[u8]> {
+    p.get_first_option(CoapOption::Unknown(ECHO))
+        .map(Vec::as_slice)
+        .filter(|v| v.len() <= MAX_ECHO)
 }
 
 /// Parses a request datagram. Acknowledgements and resets are never
@@ -145,6 +187,7 @@ pub fn parse_request_datagram(bytes: &[u8]) -> Option<Request> {
         message_id: p.header.message_id,
         token: p.get_token().to_vec(),
         is_edhoc_post,
+        echo: echo_of(&p).map(<[u8]>::to_vec),
         payload: p.payload,
     })
 }
@@ -166,6 +209,40 @@ pub fn response(req: &Request, code: ResponseType, payload: Vec<u8>) -> Vec<u8> 
     }
     p.payload = payload;
     p.to_bytes().unwrap_or_default()
+}
+
+/// 4.01 asking the client to repeat its request with `echo` (RFC 9175
+/// §2.4): no payload, so the answer is no larger than the request.
+pub fn echo_challenge(req: &Request, echo: &[u8]) -> Vec<u8> {
+    let mut p = Packet::new();
+    p.header.set_type(if req.confirmable {
+        MessageType::Acknowledgement
+    } else {
+        MessageType::NonConfirmable
+    });
+    p.header.code = MessageClass::Response(ResponseType::Unauthorized);
+    p.header.message_id = req.message_id;
+    p.set_token(req.token.clone());
+    p.add_option(CoapOption::Unknown(ECHO), echo.to_vec());
+    p.to_bytes().unwrap_or_default()
+}
+
+/// Encodes a Block2 option value (RFC 7959 §2.2): block number, whether
+/// more follow, size exponent (bytes = 16 << szx).
+pub fn block_value(num: u32, more: bool, szx: u8) -> Vec<u8> {
+    let v = (num << 4) | (u32::from(more) << 3) | u32::from(szx & 7);
+    let b = v.to_be_bytes();
+    let skip = b.iter().take_while(|x| **x == 0).count();
+    b[skip..].to_vec()
+}
+
+/// Decodes a Block2 option value: (num, more, szx).
+pub fn parse_block(v: &[u8]) -> Option<(u32, bool, u8)> {
+    if v.len() > 3 {
+        return None;
+    }
+    let n = v.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b));
+    Some((n >> 4, n & 8 != 0, u8::try_from(n & 7).ok()?))
 }
 
 pub use coap_lite::ResponseType as Code;

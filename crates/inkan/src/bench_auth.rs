@@ -12,7 +12,16 @@ use std::time::{Duration, Instant};
 
 /// CPU seconds (user + system) a process has used, from /proc.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_seconds_in(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds (user + system) the calling thread has used.
+pub fn thread_cpu_seconds() -> Result<f64> {
+    cpu_seconds_in("/proc/thread-self/stat")
+}
+
+fn cpu_seconds_in(stat_path: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(stat_path)?;
     let after = stat
         .rsplit_once(')')
         .map(|(_, r)| r)

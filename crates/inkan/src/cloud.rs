@@ -48,6 +48,12 @@ pub struct ServeArgs {
     /// before they are parsed.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     source_rate: u32,
+    /// EDHOC message_1s per second taken from addresses that have not
+    /// proved they receive; past it each is first answered with a CoAP
+    /// Echo to repeat (RFC 9175), which spoofed senders never see. 0 asks
+    /// every time.
+    #[arg(long, default_value_t = 500)]
+    echo_rate: u32,
     /// Days audit entries are kept (older ones are deleted hourly).
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=36_500))]
     audit_retention_days: u64,
@@ -177,6 +183,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 max_pending: a.max_pending,
                 session_ttl_secs: a.session_ttl,
                 source_rate: a.source_rate,
+                echo_rate: a.echo_rate,
             },
         );
         if let Some(k) = command_key {
