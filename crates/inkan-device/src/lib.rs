@@ -13,6 +13,7 @@ use sha2::Digest;
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
+pub mod accessory;
 pub mod firmware;
 
 /// A driver shared by the EDHOC key objects of one exchange.

@@ -167,6 +167,15 @@ pub struct FamilyConfig {
     /// family CA still signs with `curve`.
     #[serde(default)]
     pub ed25519: bool,
+    /// Accessories: units of use each chip starts with, kept in its usage
+    /// counter zone (one-way, decremented under the host MAC).
+    #[serde(default)]
+    pub usage_limit: Option<u32>,
+    /// Accessories: each chip's host keys derive from the family's pairing
+    /// key and the chip serial, so a host holding the pairing key can open
+    /// a MAC'd session with any of them (`HostKeys::from_pairing`).
+    #[serde(default)]
+    pub paired_hosts: bool,
     /// The last CRL number issued.
     pub crl_number: u64,
     /// Revoked certificate serials (hex) and when.
@@ -217,6 +226,19 @@ pub mod zones {
     pub const STORAGE: u8 = 4;
     /// Firmware security-version counter.
     pub const FW_COUNTER: u8 = 5;
+    /// Usage counter: the units of use an accessory has left.
+    pub const USAGE: u8 = 6;
+}
+
+/// Reads a pairing key file (64 hex digits).
+pub fn read_pairing_key(path: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>, FactoryError> {
+    let text = zeroize::Zeroizing::new(read(path)?);
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text.trim_ascii(), &mut *key).map_err(|_| FactoryError::Corrupt {
+        path: path.to_path_buf(),
+        reason: "not a pairing key (64 hex digits)".into(),
+    })?;
+    Ok(key)
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), FactoryError> {
@@ -551,6 +573,8 @@ impl Factory {
                 curve,
                 key_agreement: key_agreement && !ed25519,
                 ed25519,
+                usage_limit: None,
+                paired_hosts: false,
                 crl_number: 1,
                 revoked: Vec::new(),
             };
@@ -570,6 +594,60 @@ impl Factory {
                 Err(e)
             }
         }
+    }
+
+    /// Makes `name` an accessory family: each chip personalized from now
+    /// on starts with `usage_limit` units (when given) and gets host keys
+    /// derived from the family's pairing key, which is made here (32
+    /// random bytes, `families/<name>/pairing.key`, mode 0600) and which
+    /// the makers of genuine hosts hold. Fails if chips were personalized
+    /// under other settings already (the family has batches).
+    pub fn make_accessory_family(
+        &self,
+        name: &str,
+        usage_limit: Option<u32>,
+    ) -> Result<(), FactoryError> {
+        let (mut cfg, _) = self.family(name)?;
+        let dir = self.family_dir(name);
+        if std::fs::read_dir(self.dir.join("batches"))
+            .map(|rd| {
+                rd.flatten().any(|e| {
+                    read_json::<serde_json::Value>(&e.path().join("batch.json"))
+                        .is_ok_and(|b| b["family"] == name)
+                })
+            })
+            .unwrap_or(false)
+        {
+            return Err(FactoryError::Corrupt {
+                path: dir,
+                reason: "the family already has personalized chips".into(),
+            });
+        }
+        let key_path = dir.join("pairing.key");
+        if !key_path.exists() {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = zeroize::Zeroizing::new(hex::encode(crate::personalize::random::<32>()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_path)
+                .map_err(|e| FactoryError::io(&key_path, e))?;
+            f.write_all(key.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| FactoryError::io(&key_path, e))?;
+        }
+        cfg.usage_limit = usage_limit;
+        cfg.paired_hosts = true;
+        write_atomic(&dir.join("family.json"), &to_json(&cfg))
+    }
+
+    /// The pairing key of an accessory family (hosts derive each chip's
+    /// host keys from it).
+    pub fn pairing_key(&self, name: &str) -> Result<zeroize::Zeroizing<[u8; 32]>, FactoryError> {
+        let path = self.family_dir(name).join("pairing.key");
+        read_pairing_key(&path)
     }
 
     /// A family's settings and certificate.

@@ -170,7 +170,7 @@ pub fn verify_digest(point: &[u8], digest: &[u8], sig: &[u8]) -> bool {
     }
 }
 
-fn random<const N: usize>() -> [u8; N] {
+pub(crate) fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
     b
@@ -221,11 +221,21 @@ fn recover_public_key<T: Transport>(
 }
 
 /// The command access conditions of a personalized chip.
-fn hardened_commands(p: Personality) -> Vec<(CommandCode, Option<ExtendedCode>, u8, u8)> {
+fn hardened_commands(
+    p: Personality,
+    accessory: bool,
+) -> Vec<(CommandCode, Option<ExtendedCode>, u8, u8)> {
+    // An accessory signs any host's challenge (genuineness is checked by
+    // hosts that hold no key of it); its counter stays the paired hosts'.
+    let signature = if accessory {
+        command_ac::FREE
+    } else {
+        command_ac::HOST
+    };
     let mut v = vec![
         (CommandCode::GENERATE_KEY, None, command_ac::HOST, 0),
         (CommandCode::PUT_ATTRIBUTE, None, command_ac::HOST, 0),
-        (CommandCode::GENERATE_SIGNATURE, None, command_ac::HOST, 0),
+        (CommandCode::GENERATE_SIGNATURE, None, signature, 0),
         (CommandCode::ESTABLISH_KEY, None, command_ac::HOST, 0),
         (
             CommandCode::WRAP_LOCAL_ENVELOPE,
@@ -259,13 +269,14 @@ fn hardened_commands(p: Personality) -> Vec<(CommandCode, Option<ExtendedCode>, 
 }
 
 /// Zone access conditions of a personalized chip: (zone, read, update).
-const HARDENED_ZONES: [(u8, u8, u8); 6] = [
+const HARDENED_ZONES: [(u8, u8, u8); 7] = [
     (zones::CERTIFICATE, zone_ac::ALWAYS, zone_ac::HOST),
     (zones::CLOUD_AUTH, zone_ac::ALWAYS, zone_ac::HOST),
     (zones::COMMAND, zone_ac::ALWAYS, zone_ac::HOST),
     (zones::FIRMWARE, zone_ac::ALWAYS, zone_ac::HOST),
     (zones::STORAGE, zone_ac::HOST, zone_ac::HOST),
     (zones::FW_COUNTER, zone_ac::ALWAYS, zone_ac::HOST),
+    (zones::USAGE, zone_ac::ALWAYS, zone_ac::HOST),
 ];
 
 impl<'f> Personalizer<'f> {
@@ -349,15 +360,30 @@ impl<'f> Personalizer<'f> {
         } else {
             32
         };
-        let (m, c) = (
-            Zeroizing::new(random::<32>()),
-            Zeroizing::new(random::<32>()),
-        );
+        let (m, c) = if self.family.paired_hosts {
+            // An accessory: keys any host holding the family's pairing key
+            // can derive from the serial.
+            let pairing = self.factory.pairing_key(&self.family.name)?;
+            let serial_bytes = hex::decode(serial).map_err(|_| FactoryError::Corrupt {
+                path: path.clone(),
+                reason: "chip serial is not hex".into(),
+            })?;
+            let k = HostKeys::from_pairing(&pairing, &serial_bytes, n == 32);
+            (
+                Zeroizing::new(k.mac.as_bytes().to_vec()),
+                Zeroizing::new(k.cipher.as_bytes().to_vec()),
+            )
+        } else {
+            (
+                Zeroizing::new(random::<32>()[..n].to_vec()),
+                Zeroizing::new(random::<32>()[..n].to_vec()),
+            )
+        };
         let s = DeviceSecrets {
             serial: serial.into(),
             state: state.map(Path::to_path_buf),
-            host_mac: hex::encode(&m[..n]),
-            host_cipher: hex::encode(&c[..n]),
+            host_mac: hex::encode(&m[..]),
+            host_cipher: hex::encode(&c[..]),
         };
         let bytes = Zeroizing::new(crate::to_json(&s));
         {
@@ -529,12 +555,28 @@ impl<'f> Personalizer<'f> {
                 }
             }
         }
+        if let Some(limit) = self.family.usage_limit {
+            // An accessory starts with its units in the one-way usage
+            // counter (counters only go down: the factory takes it from
+            // its initial value down to the limit, once).
+            let (now, _) = d.read_counter(zones::USAGE, 0, 0).map_err(chip)?;
+            if now == inkan_se::chip::state::COUNTER_INITIAL {
+                d.decrement(zones::USAGE, now - limit, 0, &[])
+                    .map_err(chip)?;
+            }
+            if d.read_counter(zones::USAGE, 0, 0).map_err(chip)?.0 != limit {
+                return Err(FactoryError::ReadBack {
+                    serial,
+                    what: "zone 6 (usage counter)",
+                });
+            }
+        }
         self.times.write += t.elapsed();
 
         // 5. Access conditions and lock; 6. checks.
         let t = Instant::now();
         let table = d.command_table().map_err(chip)?.1;
-        for (code, ext, ac, enc) in hardened_commands(personality) {
+        for (code, ext, ac, enc) in hardened_commands(personality, self.family.paired_hosts) {
             let Some(cur) = table.iter().find(|c| c.code == code && c.extended == ext) else {
                 continue;
             };

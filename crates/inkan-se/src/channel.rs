@@ -139,6 +139,33 @@ pub struct HostKeys {
     pub cipher: AesKey,
 }
 
+impl HostKeys {
+    /// The host keys of one chip of a paired family: derived (HKDF-SHA256)
+    /// from the family's pairing key and the chip's serial, so a host that
+    /// holds the pairing key opens a MAC'd session with any accessory of
+    /// the family, and one chip's keys tell nothing of another's. AES-256
+    /// keys for an A120, AES-128 for an A110.
+    pub fn from_pairing(pairing: &[u8; 32], serial: &[u8], aes256: bool) -> HostKeys {
+        let h = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"inkan host pairing v1"), pairing);
+        let mut okm = zeroize::Zeroizing::new([0u8; 64]);
+        let mut info = serial.to_vec();
+        info.extend_from_slice(b" host keys");
+        // 64 bytes is far below HKDF-SHA256's limit of 8160.
+        let _ = h.expand(&info, &mut *okm);
+        let key = |b: &[u8]| {
+            if aes256 {
+                AesKey::Aes256(b.try_into().unwrap_or([0; 32]))
+            } else {
+                AesKey::Aes128(b[..16].try_into().unwrap_or([0; 16]))
+            }
+        };
+        HostKeys {
+            mac: key(&okm[..32]),
+            cipher: key(&okm[32..]),
+        }
+    }
+}
+
 /// Width of the sequence counter in the MAC input: 3 bytes for the V1 slot
 /// (A110), 4 bytes for V2 (A120).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
