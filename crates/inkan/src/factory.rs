@@ -148,6 +148,15 @@ enum FamilyCmd {
         /// only). The family CA key stays on --curve.
         #[arg(long)]
         ed25519: bool,
+        /// An accessory family: each chip's host keys derive from a
+        /// pairing key made for the family (families/NAME/pairing.key),
+        /// which genuine hosts hold; any host may challenge the chip.
+        #[arg(long)]
+        accessory: bool,
+        /// Units of use each accessory starts with (its one-way usage
+        /// counter); implies --accessory.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000_000))]
+        usage_limit: Option<u32>,
     },
     /// List families.
     #[command(after_help = "Example:\n  inkan factory family list")]
@@ -316,10 +325,26 @@ pub fn run(a: Args) -> Result<()> {
                     curve,
                     no_key_agreement,
                     ed25519,
+                    accessory,
+                    usage_limit,
                 } => {
                     let c =
                         f.create_family_with(&name, curve.into(), !no_key_agreement, ed25519)?;
                     println!("family {name}: {} (serial {})", c.subject(), c.serial_hex());
+                    if accessory || usage_limit.is_some() {
+                        f.make_accessory_family(&name, usage_limit)?;
+                        println!(
+                            "  accessory family: pairing key {} (for genuine hosts){}",
+                            f.dir()
+                                .join("families")
+                                .join(&name)
+                                .join("pairing.key")
+                                .display(),
+                            usage_limit
+                                .map(|n| format!(", {n} unit(s) of use per chip"))
+                                .unwrap_or_default()
+                        );
+                    }
                 }
                 FamilyCmd::List => {
                     for name in f.families()? {

@@ -1,6 +1,7 @@
 //! `inkan`: hardware-rooted device identity, from the secure element to the
 //! cloud. See `inkan --help`.
 
+mod accessory;
 mod alloc;
 mod bench;
 mod bench_auth;
@@ -63,6 +64,10 @@ enum Command {
     /// The device side: authenticate to the cloud through the secure element.
     #[command(subcommand)]
     Device(cloud::DeviceCmd),
+    /// A host checking its accessory offline: genuine or not, units of use
+    /// left, use some.
+    #[command(subcommand)]
+    Accessory(accessory::AccessoryCmd),
     /// Benchmarks, each printed next to a reference measured in the same run.
     #[command(subcommand, after_help = "Example:\n  inkan bench se --seconds 5")]
     Bench(bench::Which),
@@ -98,6 +103,7 @@ fn main() {
         Command::Cloud(a) => cloud::cloud(a),
         Command::Device(c) => cloud::device(c),
         Command::Firmware(c) => firmware::run(c),
+        Command::Accessory(c) => accessory::run(c),
         Command::Bench(w) => bench::run(w),
     };
     if let Err(e) = result {
