@@ -13,6 +13,7 @@ pub mod registry;
 pub mod resources;
 pub mod server;
 pub mod store;
+pub mod usage;
 
 pub use app::App;
 pub use auth::{AuthError, CloudIdentity, Limits};

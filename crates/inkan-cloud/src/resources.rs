@@ -49,6 +49,9 @@ pub enum ResourceError {
     /// No such resource.
     #[error("no resource {0}")]
     NotFound(String),
+    /// A usage report refused.
+    #[error("{0}")]
+    Usage(String),
     /// A decommissioned device may only fetch its erase order and report.
     #[error("device decommissioned")]
     Decommissioned,
@@ -358,6 +361,18 @@ async fn telemetry(r: &Request<'_>) -> Result<Handled, ResourceError> {
             )
         })
         .collect();
+    // Usage reports first: a refused one stores nothing of the batch; a
+    // repeated one (the same value after a retry) is taken again.
+    match crate::usage::take(r.app, r.device, &rows, signature.is_some()).await {
+        Ok(()) => {}
+        Err(crate::usage::UsageRefused::Store(e)) => return Err(e.into()),
+        Err(e) => {
+            return Ok(Handled::Refuse(
+                ResponseType::BadRequest,
+                ResourceError::Usage(e.to_string()),
+            ))
+        }
+    }
     if !store
         .ingest(r.session, r.seq, &rows, signature.as_deref(), r.window)
         .await?

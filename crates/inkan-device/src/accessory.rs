@@ -15,12 +15,7 @@ use inkan_proto::edhoc::crypto::SignatureKey;
 use inkan_proto::edhoc::Suite;
 use inkan_se::transport::Transport;
 
-/// Zone of the usage counter (units of use left).
-pub const USAGE_ZONE: u8 = 6;
-
-/// A counter still at its initial value counts nothing: the chip is not a
-/// metered accessory.
-const UNMETERED: u32 = inkan_se::chip::state::COUNTER_INITIAL;
+pub use crate::usage::USAGE_ZONE;
 
 /// A genuine accessory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,8 +141,7 @@ pub fn verify<T: Transport + 'static>(
     }
     let remaining = {
         let mut d = driver.lock().map_err(|_| poisoned())?;
-        let (c, _) = d.read_counter(USAGE_ZONE, 0, 0)?;
-        (c != UNMETERED).then_some(c)
+        crate::usage::remaining(&mut d)?
     };
     Ok(Genuine {
         serial,
@@ -172,19 +166,13 @@ pub fn use_units<T: Transport + 'static>(
     // answers are authenticated too, so an old counter read replayed on
     // the bus does not verify. The session ends with the operation.
     d.open_session(inkan_se::HostKeys::from_pairing(pairing, &serial, aes256))?;
-    let r = (|| {
-        let (left, _) = d.read_counter(USAGE_ZONE, 0, 0)?;
-        if left == UNMETERED {
-            return Err(Refused::Unmetered);
+    let r = crate::usage::consume(&mut d, count).map_err(|e| match e {
+        crate::usage::UseRefused::Exhausted { remaining, asked } => {
+            Refused::Exhausted { remaining, asked }
         }
-        if left < count {
-            return Err(Refused::Exhausted {
-                remaining: left,
-                asked: count,
-            });
-        }
-        Ok(d.decrement(USAGE_ZONE, count, 0, &[])?)
-    })();
+        crate::usage::UseRefused::Unmetered => Refused::Unmetered,
+        crate::usage::UseRefused::Chip(c) => Refused::Chip(c),
+    });
     d.close_session();
     r
 }

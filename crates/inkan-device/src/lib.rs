@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 pub mod accessory;
 pub mod firmware;
+pub mod usage;
 
 /// A driver shared by the EDHOC key objects of one exchange.
 pub type SharedDriver<T> = Arc<Mutex<Driver<T>>>;
@@ -625,6 +626,29 @@ impl Uplink {
             .ok()
             .and_then(|n| u64::try_from(n).ok())
             .ok_or_else(|| UplinkError::Coap("acknowledgement is not a count".into()))
+    }
+
+    /// Reports the units of use the chip's usage counter has left, in a
+    /// batch the chip signs; None (nothing sent) when the chip has no
+    /// usage limit. Returns the units reported.
+    pub fn report_usage<T: Transport>(
+        &mut self,
+        driver: &SharedDriver<T>,
+    ) -> Result<Option<u32>, UplinkError> {
+        let left = {
+            let mut d = driver
+                .lock()
+                .map_err(|_| UplinkError::Edhoc(EdhocError::Key("driver lock poisoned".into())))?;
+            usage::remaining(&mut d).map_err(|e| UplinkError::Edhoc(key_err(e)))?
+        };
+        let Some(left) = left else {
+            return Ok(None);
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        self.send_signed(&[usage::reading(left, now)], driver)?;
+        Ok(Some(left))
     }
 
     /// A protected confirmable request; returns the verified response.

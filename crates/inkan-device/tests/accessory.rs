@@ -38,7 +38,14 @@ fn factory(dir: &Path, org: &str) -> Factory {
 /// files (the factory's session is closed; a host opens its own).
 fn cartridges(f: &Factory, family: &str, n: usize, limit: Option<u32>) -> Vec<PathBuf> {
     f.create_family(family, KeyCurve::P256, false).unwrap();
-    f.make_accessory_family(family, limit).unwrap();
+    f.configure_family(
+        family,
+        inkan_factory::FamilyProfile {
+            accessory: true,
+            usage_limit: limit,
+        },
+    )
+    .unwrap();
     let cfg = BatchConfig {
         family: family.into(),
         count: n,
@@ -163,5 +170,13 @@ fn an_accessory_without_a_limit_is_not_metered_and_settings_precede_chips() {
         Err(Refused::Unmetered)
     ));
     // Settings apply before any chip: a family with chips is refused.
-    assert!(f.make_accessory_family("pen", Some(3)).is_err());
+    assert!(f
+        .configure_family(
+            "pen",
+            inkan_factory::FamilyProfile {
+                accessory: true,
+                usage_limit: Some(3),
+            }
+        )
+        .is_err());
 }

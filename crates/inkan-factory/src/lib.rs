@@ -182,6 +182,16 @@ pub struct FamilyConfig {
     pub revoked: Vec<(String, u64)>,
 }
 
+/// How a family's chips are personalized beyond their identity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FamilyProfile {
+    /// An accessory: host keys from the family's pairing key, signature
+    /// free to any host's challenge.
+    pub accessory: bool,
+    /// Units of use each chip starts with.
+    pub usage_limit: Option<u32>,
+}
+
 /// The secrets that unlock CA keys.
 #[derive(Clone)]
 pub struct Secrets {
@@ -596,17 +606,17 @@ impl Factory {
         }
     }
 
-    /// Makes `name` an accessory family: each chip personalized from now
-    /// on starts with `usage_limit` units (when given) and gets host keys
-    /// derived from the family's pairing key, which is made here (32
-    /// random bytes, `families/<name>/pairing.key`, mode 0600) and which
-    /// the makers of genuine hosts hold. Fails if chips were personalized
-    /// under other settings already (the family has batches).
-    pub fn make_accessory_family(
-        &self,
-        name: &str,
-        usage_limit: Option<u32>,
-    ) -> Result<(), FactoryError> {
+    /// Sets how a family's chips are personalized, before any is: each
+    /// starts with `profile.usage_limit` units of use (when given) in its
+    /// usage counter; an accessory's host keys derive from the family's
+    /// pairing key, made here (32 random bytes, `families/<name>/
+    /// pairing.key`, mode 0600), which the makers of genuine hosts hold.
+    /// Fails if chips were personalized already (the family has batches).
+    pub fn configure_family(&self, name: &str, profile: FamilyProfile) -> Result<(), FactoryError> {
+        let FamilyProfile {
+            accessory,
+            usage_limit,
+        } = profile;
         let (mut cfg, _) = self.family(name)?;
         let dir = self.family_dir(name);
         if std::fs::read_dir(self.dir.join("batches"))
@@ -624,7 +634,7 @@ impl Factory {
             });
         }
         let key_path = dir.join("pairing.key");
-        if !key_path.exists() {
+        if accessory && !key_path.exists() {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
             let key = zeroize::Zeroizing::new(hex::encode(crate::personalize::random::<32>()));
@@ -639,7 +649,7 @@ impl Factory {
                 .map_err(|e| FactoryError::io(&key_path, e))?;
         }
         cfg.usage_limit = usage_limit;
-        cfg.paired_hosts = true;
+        cfg.paired_hosts = accessory;
         write_atomic(&dir.join("family.json"), &to_json(&cfg))
     }
 

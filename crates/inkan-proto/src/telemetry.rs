@@ -10,6 +10,10 @@ pub const MAX_BATCH: usize = 1000;
 pub const MAX_VALUE: usize = 64;
 /// The resource readings are posted to.
 pub const PATH: &str = "telemetry";
+/// The channel on which a device reports the units of use its chip's
+/// usage counter has left (the value: 4 bytes, big-endian). The cloud
+/// takes it only in batches signed in the chip, and never rising.
+pub const USAGE_CHANNEL: u32 = 0xFFFF_0001;
 
 /// One reading.
 #[derive(Clone, Debug, PartialEq, Eq)]

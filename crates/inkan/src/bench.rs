@@ -10,6 +10,14 @@ use std::time::{Duration, Instant};
 /// Which benchmark to run.
 #[derive(clap::Subcommand)]
 pub enum Which {
+    /// A host checking its accessory offline (certificate, challenge signed
+    /// in the chip, units left; and using a unit) beside raw P-256
+    /// signature verification.
+    Accessory {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
     /// A device downloads a large firmware image block-wise under OSCORE:
     /// the store's reads of every block beside reading the image once, and
     /// the server's CPU for the download.
@@ -126,6 +134,7 @@ pub fn run(w: Which) -> Result<()> {
             commands,
         } => crate::bench_telemetry::run(devices, batches, batch_size, commands),
         Which::Firmware { mib } => crate::bench_firmware::run(mib),
+        Which::Accessory { seconds } => crate::bench_accessory::run(seconds),
         Which::Flood {
             rates,
             seconds,

@@ -892,6 +892,12 @@ enum DeviceCloudCmd {
         /// Device id.
         id: String,
     },
+    /// The units of use its chip last reported left (signed by the chip).
+    #[command(after_help = "Example:\n  inkan cloud device usage 01a3f9…")]
+    Usage {
+        /// Device id.
+        id: String,
+    },
     /// Its credentials (certificates) and their states.
     #[command(after_help = "Example:\n  inkan cloud device credentials 01a3f9…")]
     Credentials {
@@ -1047,6 +1053,17 @@ enum FamilyCmd {
         /// Family id.
         id: String,
     },
+    /// Its devices' usage (units left, fewest first, and used in all);
+    /// with --alert-below, first sets the level below which a report
+    /// raises an alert in the audit log (0 clears it).
+    #[command(after_help = "Example:\n  inkan cloud family usage 51ab… --alert-below 50")]
+    Usage {
+        /// Family id.
+        id: String,
+        /// Alert level (units left); 0 clears it.
+        #[arg(long)]
+        alert_below: Option<u32>,
+    },
     /// Require (or stop requiring) readings signed by the devices' chips.
     #[command(after_help = "Example:\n  inkan cloud family signed-readings 51ab… --required true")]
     SignedReadings {
@@ -1146,6 +1163,7 @@ pub fn cloud(a: CloudArgs) -> Result<()> {
             match cmd {
                 DeviceCloudCmd::Show { id } => get(&format!("/v1/devices/{id}"))?,
                 DeviceCloudCmd::History { id } => get(&format!("/v1/devices/{id}/history"))?,
+                DeviceCloudCmd::Usage { id } => get(&format!("/v1/devices/{id}/usage"))?,
                 DeviceCloudCmd::Credentials { id } => {
                     get(&format!("/v1/devices/{id}/credentials"))?
                 }
@@ -1211,6 +1229,14 @@ pub fn cloud(a: CloudArgs) -> Result<()> {
             &format!("/v1/families/{id}/signed-readings"),
             serde_json::json!({ "required": required }),
         )?,
+        CloudCmd::Family(FamilyCmd::Usage { id, alert_below }) => match alert_below {
+            Some(level) => call(
+                ureq::put(&format!("{}/v1/families/{id}/usage-alert", a.api))
+                    .set("Authorization", &auth)
+                    .send_json(serde_json::json!({ "below": (level > 0).then_some(level) })),
+            )?,
+            None => get(&format!("/v1/families/{id}/usage"))?,
+        },
         CloudCmd::Family(FamilyCmd::Revocations { id }) => {
             get(&format!("/v1/families/{id}/revocations"))?
         }

@@ -913,6 +913,8 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         Ok(_) => anyhow::bail!("a decommissioned device authenticated"),
     }
 
+    let printed = printer_chapter(f, n, &rt, &auth, addr, &tenant)?;
+
     let audit = rt.block_on(auth.registry.store.audit_tail(100))?;
     let refused = audit.iter().filter(|(_, _, o, _)| o == "refused").count();
     println!(
@@ -920,7 +922,176 @@ fn cloud_chapter(dir: &std::path::Path, f: &inkan_factory::Factory, n: &mut u32)
         audit.len()
     );
     Ok(format!(
-        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, {acked} readings stored under OSCORE, a command verified by a chip and run, a firmware campaign to every device and a downgrade refused, 5 attacks refused, 3 devices handed to an operator and 1 decommissioned",
+        "{ok} devices authenticated with EDHOC suite 2 and {} with suite 0, {acked} readings stored under OSCORE, a command verified by a chip and run, a firmware campaign to every device and a downgrade refused, 5 attacks refused, 3 devices handed to an operator and 1 decommissioned; {printed}",
         lamps.len()
+    ))
+}
+
+/// A printer and its cartridges: the host checks each cartridge offline
+/// (a clone refused), prints until the genuine one runs out, and reports
+/// its own page counter to the cloud in a batch its chip signs.
+fn printer_chapter(
+    f: &inkan_factory::Factory,
+    n: &mut u32,
+    rt: &tokio::runtime::Runtime,
+    auth: &std::sync::Arc<inkan_cloud::App>,
+    addr: std::net::SocketAddr,
+    tenant: &str,
+) -> Result<String> {
+    use inkan_device::accessory::{self, Refused, Trust};
+    use inkan_factory::personalize::BatchConfig;
+    use inkan_factory::{FamilyProfile, Personalizer};
+    use std::sync::{Arc, Mutex};
+
+    step(
+        n,
+        "The factory makes 'ink' cartridges (an accessory family: 3 prints each, host keys from a pairing key) and a 'printer' with a page counter",
+    );
+    let mut personalized = Vec::new();
+    for (family, profile, count) in [
+        (
+            "ink",
+            FamilyProfile {
+                accessory: true,
+                usage_limit: Some(3),
+            },
+            1,
+        ),
+        (
+            "printer",
+            FamilyProfile {
+                accessory: false,
+                usage_limit: Some(10_000),
+            },
+            1,
+        ),
+    ] {
+        f.create_family(family, inkan_pki::KeyCurve::P256, true)?;
+        f.configure_family(family, profile)?;
+        let cfg = BatchConfig {
+            family: family.into(),
+            count,
+            personality: Personality::A120,
+        };
+        let mut p = Personalizer::open(f, family, &format!("{family}-1"), &cfg)?;
+        let path =
+            inkan_se::chip::blank_chips(&p.dir().join("chips"), 1, Personality::A120)?.remove(0);
+        let mut d = Driver::new(inkan_se::InProcess::new(Chip::open(&path)?))?;
+        p.personalize(&mut d, Some(&path))?;
+        let serial = hex::encode_upper(d.serial().unwrap_or_default());
+        personalized.push((path, p.device_secrets(&serial)?));
+    }
+    let (cartridge_path, _) = &personalized[0];
+    let (printer_path, printer_secrets) = &personalized[1];
+    let plug = |path: &std::path::Path| -> Result<Arc<Mutex<Driver<inkan_se::InProcess>>>> {
+        Ok(Arc::new(Mutex::new(Driver::new(
+            inkan_se::InProcess::new(Chip::open(path)?),
+        )?)))
+    };
+    let cartridge = plug(cartridge_path)?;
+    let (_, ink_cert) = f.family("ink")?;
+    let pairing = f.pairing_key("ink")?;
+    let trust = Trust::new(std::slice::from_ref(&ink_cert.der), &[], &[])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    step(
+        n,
+        "A counterfeiter copies the genuine cartridge's certificate into a chip of its own",
+    );
+    let copied = cartridge
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .read_zone(0, 0, 1536)?;
+    let clone_path = printer_path
+        .parent()
+        .context("chip directory")?
+        .join("clone");
+    std::fs::create_dir_all(&clone_path)?;
+    let clone = plug(&inkan_se::chip::blank_chips(&clone_path, 1, Personality::A120)?.remove(0))?;
+    {
+        let mut d = clone.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+        d.update_zone(0, 0, &copied)?;
+        d.generate_key(0, inkan_se::Curve::P256, 0, 0)?;
+    }
+
+    step(
+        n,
+        "The printer checks each cartridge offline: certificate, a fresh challenge signed in its chip, units left",
+    );
+    match accessory::verify(&clone, &trust) {
+        Err(e @ Refused::Clone) => println!("    the copy: refused ({e})"),
+        other => anyhow::bail!("a clone cartridge was not refused: {other:?}"),
+    }
+    let g = accessory::verify(&cartridge, &trust)?;
+    println!(
+        "    the genuine cartridge {}: genuine, {} print(s) left",
+        g.serial,
+        g.remaining.unwrap_or(0)
+    );
+
+    step(
+        n,
+        "It prints until the cartridge runs out: each print decrements the cartridge's counter (MAC'd with its paired host keys) and the printer's page counter",
+    );
+    let printer = plug(printer_path)?;
+    printer
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .open_session(printer_secrets.host_keys().context("host keys")?)?;
+    let mut pages = 0;
+    loop {
+        match accessory::use_units(&cartridge, &pairing, 1) {
+            Ok(left) => {
+                let counter = {
+                    let mut d = printer.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+                    inkan_device::usage::consume(&mut d, 1)?
+                };
+                pages += 1;
+                println!(
+                    "    page {pages} printed; cartridge {left} left, printer counter {counter}"
+                );
+            }
+            Err(e @ Refused::Exhausted { .. }) => {
+                println!("    page {}: refused ({e})", pages + 1);
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    step(
+        n,
+        "The printer reports its page counter to the cloud in a batch its chip signs; the operator sees it",
+    );
+    let (_, printer_cert) = f.family("printer")?;
+    let key = f.signer("family-printer")?;
+    let proof = inkan_pki::signer::sign_raw(
+        &*key,
+        &inkan_cloud::registry::pop_challenge(tenant, &printer_cert.der),
+    )?;
+    let family_id =
+        rt.block_on(
+            auth.registry
+                .register_family(tenant, "printer", &printer_cert.der, &proof),
+        )?;
+    let c = inkan_device::connect(
+        printer.clone(),
+        addr,
+        inkan_device::Retransmission::default(),
+    )?;
+    let mut up = inkan_device::Uplink::new(&c, addr, inkan_device::Retransmission::default())?;
+    let reported = up.report_usage(&printer)?.context("a page counter")?;
+    let actor = inkan_cloud::devices::Actor {
+        tenant_id: tenant,
+        who: "demo",
+    };
+    let seen = rt.block_on(inkan_cloud::usage::family_usage(auth, actor, &family_id))?;
+    println!(
+        "    reported {reported} pages left; the cloud shows the printer family: {} device(s), {} page(s) left on the first",
+        seen.devices.len(),
+        seen.devices.first().map_or(0, |d| d.remaining)
+    );
+    Ok(format!(
+        "a clone cartridge refused offline and a genuine one used for {pages} pages until exhausted, the printer's count seen in the cloud"
     ))
 }

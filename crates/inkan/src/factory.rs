@@ -153,8 +153,8 @@ enum FamilyCmd {
         /// which genuine hosts hold; any host may challenge the chip.
         #[arg(long)]
         accessory: bool,
-        /// Units of use each accessory starts with (its one-way usage
-        /// counter); implies --accessory.
+        /// Units of use each chip starts with (its one-way usage counter,
+        /// zone 6).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000_000))]
         usage_limit: Option<u32>,
     },
@@ -332,18 +332,26 @@ pub fn run(a: Args) -> Result<()> {
                         f.create_family_with(&name, curve.into(), !no_key_agreement, ed25519)?;
                     println!("family {name}: {} (serial {})", c.subject(), c.serial_hex());
                     if accessory || usage_limit.is_some() {
-                        f.make_accessory_family(&name, usage_limit)?;
+                        f.configure_family(
+                            &name,
+                            inkan_factory::FamilyProfile {
+                                accessory,
+                                usage_limit,
+                            },
+                        )?;
+                    }
+                    if accessory {
                         println!(
-                            "  accessory family: pairing key {} (for genuine hosts){}",
+                            "  accessory family: pairing key {} (for genuine hosts)",
                             f.dir()
                                 .join("families")
                                 .join(&name)
                                 .join("pairing.key")
-                                .display(),
-                            usage_limit
-                                .map(|n| format!(", {n} unit(s) of use per chip"))
-                                .unwrap_or_default()
+                                .display()
                         );
+                    }
+                    if let Some(n) = usage_limit {
+                        println!("  {n} unit(s) of use per chip");
                     }
                 }
                 FamilyCmd::List => {

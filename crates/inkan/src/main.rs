@@ -4,6 +4,7 @@
 mod accessory;
 mod alloc;
 mod bench;
+mod bench_accessory;
 mod bench_auth;
 mod bench_firmware;
 mod bench_flood;

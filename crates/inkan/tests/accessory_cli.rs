@@ -50,7 +50,17 @@ fn a_host_checks_and_uses_its_cartridge_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let maker = tmp.path().join("maker");
     factory(&maker, &["init", "--org", "Ink Maker"]);
-    let out = factory(&maker, &["family", "create", "ink", "--usage-limit", "3"]);
+    let out = factory(
+        &maker,
+        &[
+            "family",
+            "create",
+            "ink",
+            "--accessory",
+            "--usage-limit",
+            "3",
+        ],
+    );
     assert!(out.contains("pairing key"), "{out}");
     factory(
         &maker,

@@ -26,6 +26,7 @@ mod firmware;
 mod readings;
 mod tokens;
 mod transfers;
+mod usage;
 
 pub use audit::*;
 pub use commands::*;
@@ -35,6 +36,7 @@ pub use firmware::*;
 pub use readings::*;
 pub use tokens::*;
 pub use transfers::*;
+pub use usage::*;
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
@@ -304,7 +306,10 @@ fn not_found() -> ApiError {
         audit::audit,
         tokens::new_token,
         tokens::list_tokens,
-        tokens::revoke_token
+        tokens::revoke_token,
+        usage::device_usage,
+        usage::family_usage,
+        usage::set_usage_alert
     ),
     components(schemas(
         DeviceView,
@@ -332,6 +337,9 @@ fn not_found() -> ApiError {
         TransferOfferBody,
         TransferDocument,
         crate::store::HistoryEntry,
+        crate::store::UsageRow,
+        crate::usage::FamilyUsage,
+        UsageAlertBody,
         Role
     ))
 )]
@@ -383,6 +391,12 @@ pub fn router(auth: Arc<App>) -> Router {
             post(devices::decommission_device),
         )
         .route("/v1/devices/{id}/history", get(devices::device_history))
+        .route("/v1/devices/{id}/usage", get(usage::device_usage))
+        .route("/v1/families/{id}/usage", get(usage::family_usage))
+        .route(
+            "/v1/families/{id}/usage-alert",
+            axum::routing::put(usage::set_usage_alert),
+        )
         .route(
             "/v1/devices/{id}/credentials",
             get(devices::list_credentials).post(devices::add_credential),

@@ -12,6 +12,7 @@ mod firmware;
 mod readings;
 mod sessions;
 mod tokens;
+mod usage;
 
 pub use commands::CommandRow;
 pub use devices::{
@@ -21,6 +22,7 @@ pub use families::{FamilyRow, RevocationRow};
 pub use readings::{ReadingKey, ReadingRow};
 pub use sessions::SessionRow;
 pub use tokens::TokenRow;
+pub use usage::{UsageChange, UsageRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::AnyPool;

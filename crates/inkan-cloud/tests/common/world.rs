@@ -31,6 +31,17 @@ pub fn world(families: &[&str], per_family: usize) -> World {
 
 /// A world whose families have Ed25519 device keys when `ed25519`.
 pub fn world_with(families: &[&str], per_family: usize, ed25519: bool) -> World {
+    world_profiled(families, per_family, ed25519, Default::default())
+}
+
+/// A world whose families are personalized with `profile` (usage limit,
+/// accessory).
+pub fn world_profiled(
+    families: &[&str],
+    per_family: usize,
+    ed25519: bool,
+    profile: inkan_factory::FamilyProfile,
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let secrets = Secrets {
         passphrase: Some(zeroize::Zeroizing::new(b"pw".to_vec())),
@@ -53,6 +64,9 @@ pub fn world_with(families: &[&str], per_family: usize, ed25519: bool) -> World 
     for fam in families {
         f.create_family_with(fam, KeyCurve::P256, true, ed25519)
             .unwrap();
+        if profile != inkan_factory::FamilyProfile::default() {
+            f.configure_family(fam, profile).unwrap();
+        }
         let cfg = BatchConfig {
             family: fam.to_string(),
             count: per_family,
