@@ -4,7 +4,8 @@
 //! when a report falls below the family's level. Attacks: an unsigned
 //! usage reading, a report that rises (an old reading replayed in a new
 //! batch, or a host inflating), a malformed value, another tenant reading
-//! the usage — each refused with its reason.
+//! the usage — each refused with its reason; a power cut between a
+//! decrement and its report.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -120,6 +121,14 @@ fn usage_is_reported_signed_never_rises_and_alerts(db: Db) {
     assert_eq!(up.report_usage(&d).unwrap(), Some(4));
     assert_eq!(alerts(&app), 1);
 
+    // A power cut between a decrement and its report: the next session
+    // reports what the chip holds, which is never more.
+    assert_eq!(usage::consume(&mut d.lock().unwrap(), 1).unwrap(), 3);
+    drop(up);
+    let c = connect(d.clone(), addr, quick()).unwrap();
+    let mut up = Uplink::new(&c, addr, quick()).unwrap();
+    assert_eq!(up.report_usage(&d).unwrap(), Some(3));
+
     let now = 1_760_000_000_000;
     // Unsigned: refused, nothing of the batch stored.
     refused_with(
@@ -130,7 +139,7 @@ fn usage_is_reported_signed_never_rises_and_alerts(db: Db) {
     // batch): refused, even signed by the genuine chip.
     refused_with(
         up.send_signed(&[usage::reading(7, now)], &d),
-        "usage rose from 4 to 7",
+        "usage rose from 3 to 7",
     );
     // Malformed.
     let bad = inkan_proto::telemetry::Reading {
@@ -144,8 +153,8 @@ fn usage_is_reported_signed_never_rises_and_alerts(db: Db) {
         None,
         &ours,
     );
-    assert_eq!(u["remaining"].as_i64(), Some(4));
-    assert_eq!(u["reports"].as_i64(), Some(3));
+    assert_eq!(u["remaining"].as_i64(), Some(3));
+    assert_eq!(u["reports"].as_i64(), Some(4));
     let audit = rt.block_on(app.registry.store.audit_tail(200)).unwrap();
     assert!(audit
         .iter()
@@ -158,7 +167,7 @@ fn usage_is_reported_signed_never_rises_and_alerts(db: Db) {
         &ours,
     );
     assert_eq!(code, 200, "{f}");
-    assert_eq!(f["used"].as_i64(), Some(3));
+    assert_eq!(f["used"].as_i64(), Some(4));
     assert_eq!(f["alert_below"].as_i64(), Some(5));
     assert_eq!(f["devices"].as_array().unwrap().len(), 1);
 

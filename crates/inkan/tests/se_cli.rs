@@ -335,18 +335,24 @@ fn kill_9_never_tears_the_state_and_counters_never_go_back() {
     let state = dir.path().join("chip.json");
     let sock = dir.path().join("se.sock");
     let listen = format!("unix:{}", sock.display());
-    let mut acked: Option<u32> = None;
+    // Both counter zones: 5 (firmware security version) and 6 (usage),
+    // alternately, each with the last value acknowledged to the host.
+    let mut acked: [Option<u32>; 2] = [None, None];
     let mut seed = 0x2545F4914F6CDD1Du64;
     for round in 0..12 {
         let (mut server, _) = serve(&state, &listen, "a120");
         let image = inkan_se::Chip::open(&state).expect("image must load after kill -9");
-        let counter = image.nvm().zones[5].counter;
-        if let Some(a) = acked {
-            assert!(
-                counter == a || counter == a - 1,
-                "round {round}: counter {counter}, last acknowledged {a}"
-            );
+        for (k, zone) in [5usize, 6].into_iter().enumerate() {
+            let counter = image.nvm().zones[zone].counter;
+            if let Some(a) = acked[k] {
+                assert!(
+                    counter == a || counter == a - 1,
+                    "round {round}: zone {zone} counter {counter}, last acknowledged {a}"
+                );
+            }
         }
+        let k = round % 2;
+        let zone = [5u8, 6][k];
         let mut d = inkan_se::Driver::new(SocketTransport::unix(&sock).unwrap()).unwrap();
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -367,12 +373,12 @@ fn kill_9_never_tears_the_state_and_counters_never_go_back() {
             server.wait().unwrap();
         });
         let mut n = 0;
-        while let Ok(v) = d.decrement(5, 1, 0, &(round as u32).to_be_bytes()) {
+        while let Ok(v) = d.decrement(zone, 1, 0, &(round as u32).to_be_bytes()) {
             started.store(true, std::sync::atomic::Ordering::SeqCst);
-            if let Some(a) = acked {
-                assert!(v < a, "counter went back: {v} after {a}");
+            if let Some(a) = acked[k] {
+                assert!(v < a, "zone {zone}: counter went back: {v} after {a}");
             }
-            acked = Some(v);
+            acked[k] = Some(v);
             n += 1;
         }
         killer.join().unwrap();
@@ -382,7 +388,9 @@ fn kill_9_never_tears_the_state_and_counters_never_go_back() {
         );
     }
     let image = inkan_se::Chip::open(&state).unwrap();
-    let a = acked.unwrap();
-    let c = image.nvm().zones[5].counter;
-    assert!(c == a || c == a - 1);
+    for (k, zone) in [5usize, 6].into_iter().enumerate() {
+        let a = acked[k].unwrap();
+        let c = image.nvm().zones[zone].counter;
+        assert!(c == a || c == a - 1, "zone {zone}: {c} after {a}");
+    }
 }
