@@ -67,7 +67,7 @@ fn plug(path: &Path) -> SharedDriver<InProcess> {
     ))
 }
 
-fn counter(d: &SharedDriver<InProcess>) -> u32 {
+fn counter<T: inkan_se::transport::Transport>(d: &SharedDriver<T>) -> u32 {
     d.lock().unwrap().read_counter(USAGE_ZONE, 0, 0).unwrap().0
 }
 
@@ -179,4 +179,82 @@ fn an_accessory_without_a_limit_is_not_metered_and_settings_precede_chips() {
             }
         )
         .is_err());
+}
+
+/// A bus tap between host and chip: records the chip's answers to Read
+/// commands while `recording`, and hands the recorded ones back instead of
+/// the chip's fresh answers while `replaying` (the chip still gets and
+/// runs every command).
+#[derive(Default)]
+struct Tap {
+    last_code: u8,
+    recording: bool,
+    recorded: Vec<Vec<u8>>,
+    replaying: std::collections::VecDeque<Vec<u8>>,
+}
+
+struct Tapped {
+    inner: InProcess,
+    tap: Arc<Mutex<Tap>>,
+}
+
+const READ: u8 = 0x05;
+
+impl inkan_se::transport::Transport for Tapped {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), inkan_se::transport::BusError> {
+        let mut t = self.tap.lock().unwrap();
+        t.last_code = bytes.first().map_or(0, |b| b & 0x1f);
+        if t.recording && t.last_code == READ {
+            t.recorded.clear();
+        }
+        drop(t);
+        self.inner.write(bytes)
+    }
+
+    fn read(&mut self, len: usize) -> Result<Vec<u8>, inkan_se::transport::BusError> {
+        let got = self.inner.read(len)?;
+        let mut t = self.tap.lock().unwrap();
+        if t.last_code != READ {
+            return Ok(got);
+        }
+        if t.recording {
+            t.recorded.push(got.clone());
+        }
+        match t.replaying.pop_front() {
+            Some(old) if old.len() == len => Ok(old),
+            _ => Ok(got),
+        }
+    }
+}
+
+#[test]
+fn an_old_counter_read_replayed_on_the_bus_does_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory(&dir.path().join("maker"), "cartridge maker");
+    let paths = cartridges(&f, "ink", 1, Some(5));
+    let pairing = f.pairing_key("ink").unwrap();
+    let tap = Arc::new(Mutex::new(Tap::default()));
+    let d: SharedDriver<Tapped> = Arc::new(Mutex::new(
+        Driver::new(Tapped {
+            inner: InProcess::new(Chip::open(&paths[0]).unwrap()),
+            tap: tap.clone(),
+        })
+        .unwrap(),
+    ));
+    // The tap records the MAC'd read that showed 5 units.
+    tap.lock().unwrap().recording = true;
+    assert_eq!(use_units(&d, &pairing, 5).unwrap(), 0);
+    let mut t = tap.lock().unwrap();
+    t.recording = false;
+    assert!(!t.recorded.is_empty(), "the read was seen on the bus");
+    t.replaying = t.recorded.drain(..).collect();
+    drop(t);
+    // Replayed to claim 5 units again: its R-MAC was made for an older
+    // counter of the session, so the host refuses it and uses nothing.
+    match use_units(&d, &pairing, 1) {
+        Err(Refused::Chip(e)) => assert!(e.to_string().contains("R-MAC"), "{e}"),
+        other => panic!("a replayed counter read was taken: {other:?}"),
+    }
+    tap.lock().unwrap().replaying.clear();
+    assert_eq!(counter(&d), 0);
 }
