@@ -373,7 +373,7 @@ fn kill_9_never_tears_the_state_and_counters_never_go_back() {
             server.wait().unwrap();
         });
         let mut n = 0;
-        while let Ok(v) = d.decrement(zone, 1, 0, &(round as u32).to_be_bytes()) {
+        while let Ok(v) = d.decrement(zone, 1, 0, &u32::try_from(round).unwrap().to_be_bytes()) {
             started.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(a) = acked[k] {
                 assert!(v < a, "zone {zone}: counter went back: {v} after {a}");
