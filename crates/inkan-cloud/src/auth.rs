@@ -5,11 +5,14 @@
 use crate::registry::{Authorized, RegistryError};
 use crate::store::StoreError;
 use crate::App;
-use inkan_proto::edhoc::crypto::{SignatureKey, SoftwareEphemeral, SoftwareSigner};
+use inkan_proto::edhoc::crypto::{Provider, SignatureKey, SoftwareSigner};
 use inkan_proto::edhoc::{
     ConnId, Credential, EdhocError, IdCred, IdCredKind, Responder, ResponderAwaitingMessage3, Suite,
 };
 use std::sync::Mutex;
+
+/// The responder's cryptography: aws-lc-rs.
+pub const PROVIDER: crate::provider::AwsLc = crate::provider::AwsLc;
 
 /// Why an authentication failed (each also lands in the audit log).
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +118,9 @@ impl Default for Limits {
 
 /// One suite's credential: the signing key and the certificate presented.
 struct SuiteIdentity {
-    signer: Mutex<SoftwareSigner>,
+    signer: Mutex<Box<dyn SignatureKey + Send>>,
+    /// The key's public half (SEC1 point or Ed25519 key).
+    public: Vec<u8>,
     cred: Credential,
     id_cred: IdCred,
 }
@@ -142,8 +147,9 @@ impl CloudIdentity {
     /// and a certificate for it. When that certificate is a CA, a fresh
     /// Ed25519 key is certified under it and suite 0 is offered too.
     pub fn new(scalar: &[u8], certificate_der: &[u8]) -> Result<CloudIdentity, EdhocError> {
-        let signer = SoftwareSigner::from_bytes(Suite::P256Es256, scalar)?;
-        let cred = Credential::x509(certificate_der, signer.public_key());
+        let public = SoftwareSigner::from_bytes(Suite::P256Es256, scalar)?.public_key();
+        let signer = PROVIDER.signer(Suite::P256Es256, scalar)?;
+        let cred = Credential::x509(certificate_der, public.clone());
         let ed25519 = Self::ed25519_under(scalar, certificate_der);
         let mut wrap_key = zeroize::Zeroizing::new([0u8; 16]);
         hkdf::Hkdf::<sha2::Sha256>::new(Some(b"inkan session wrap v1"), scalar)
@@ -158,6 +164,7 @@ impl CloudIdentity {
             derive_key,
             p256: SuiteIdentity {
                 signer: Mutex::new(signer),
+                public,
                 cred,
                 id_cred: IdCred::x5chain(&[certificate_der.to_vec()]),
             },
@@ -171,19 +178,28 @@ impl CloudIdentity {
         let ca_key = inkan_pki::SoftwareKey::P256(ca_key);
         let ca = inkan_pki::IssuedCert::from_der(certificate_der).ok()?;
         ca.require_ca().ok()?;
-        let signer = SoftwareSigner::generate(Suite::X25519EdDsa);
+        let seed = zeroize::Zeroizing::new({
+            let mut b = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+            b
+        });
+        let public = SoftwareSigner::from_bytes(Suite::X25519EdDsa, &*seed)
+            .ok()?
+            .public_key();
+        let signer = PROVIDER.signer(Suite::X25519EdDsa, &*seed).ok()?;
         let cert = inkan_pki::cert::issue_signer(
             &ca_key,
             &ca,
-            &signer.public_key(),
+            &public,
             "inkan cloud",
             "inkan cloud authentication (Ed25519)",
             &inkan_pki::CertPolicy::default(),
         )
         .ok()?;
         Some(SuiteIdentity {
-            cred: Credential::x509(&cert.der, signer.public_key()),
+            cred: Credential::x509(&cert.der, public.clone()),
             signer: Mutex::new(signer),
+            public,
             id_cred: IdCred::x5chain(&[cert.der]),
         })
     }
@@ -254,11 +270,7 @@ impl CloudIdentity {
     /// The cloud key's public point (SEC1), which documents it signed
     /// verify with.
     pub fn document_key(&self) -> Vec<u8> {
-        self.p256
-            .signer
-            .lock()
-            .map(|s| s.public_key())
-            .unwrap_or_default()
+        self.p256.public.clone()
     }
 
     /// The suites offered, most preferred first.
@@ -454,13 +466,13 @@ impl App {
                 let msg = Responder::error_for(&e, &supported);
                 (AuthError::Edhoc(e), msg)
             })?;
-            let signer: &mut dyn SignatureKey = &mut *signer;
+            let signer: &mut dyn SignatureKey = &mut **signer;
             r1.prepare_message_2(
                 c_r.clone(),
                 &id.id_cred,
                 &id.cred,
                 &[],
-                Box::new(SoftwareEphemeral::generate(suite)),
+                PROVIDER.ephemeral(suite),
                 signer,
             )
         };
@@ -589,7 +601,10 @@ impl App {
         // is enrolled or gets a session.
         let resolved = self.registry.resolve(&chain).await?;
         let leaf = chain.first().ok_or(AuthError::Credential("empty chain"))?;
-        let done = p3.verify(&Credential::x509(leaf, resolved.public_key().to_vec()))?;
+        let done = p3.verify_with(
+            &Credential::x509(leaf, resolved.public_key().to_vec()),
+            &PROVIDER,
+        )?;
         let device = self.registry.admit(resolved).await?;
         let params = inkan_proto::oscore::ContextParams::from_edhoc(
             done.session(),

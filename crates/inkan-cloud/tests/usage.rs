@@ -3,7 +3,8 @@
 //! sees it per device and per family, and an alert enters the audit log
 //! when a report falls below the family's level. Attacks: an unsigned
 //! usage reading, a report that rises (an old reading replayed in a new
-//! batch, or a host inflating), a malformed value, another tenant reading
+//! batch, or a host inflating), a report altered after the chip signed
+//! it, a malformed value, another tenant reading
 //! the usage — each refused with its reason; a power cut between a
 //! decrement and its report.
 
@@ -141,6 +142,30 @@ fn usage_is_reported_signed_never_rises_and_alerts(db: Db) {
         up.send_signed(&[usage::reading(7, now)], &d),
         "usage rose from 3 to 7",
     );
+    // Altered on the way (a signed report whose value is changed after the
+    // chip signed it, inside a valid OSCORE request): the signature fails.
+    let batch = inkan_proto::telemetry::encode_batch(&[usage::reading(3, now)]);
+    let mut signed = inkan_proto::telemetry::sign_batch(&batch, false, |tbs| {
+        use inkan_proto::edhoc::crypto::SignatureKey;
+        inkan_device::SeSigner::new(d.clone()).sign(tbs)
+    })
+    .unwrap();
+    let at = signed
+        .windows(4)
+        .position(|w| w == 3u32.to_be_bytes())
+        .unwrap();
+    signed[at + 3] = 2;
+    match up.request(
+        coap_lite::RequestType::Post,
+        inkan_proto::resources::TELEMETRY,
+        signed,
+    ) {
+        Err(UplinkError::Refused { code, detail }) => {
+            assert_eq!(code, "4.00");
+            assert!(detail.contains("signature"), "{detail}");
+        }
+        other => panic!("an altered usage report was taken: {other:?}"),
+    }
     // Malformed.
     let bad = inkan_proto::telemetry::Reading {
         time_ms: now,

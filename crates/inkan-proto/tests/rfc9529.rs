@@ -1,114 +1,13 @@
-//! Conformance: RFC 9529 Trace 1 (method 0, cipher suite 0, X.509
-//! certificates identified by x5t) reproduced byte for byte, in both roles.
-//! The values below are the trace's published inputs and outputs.
+//! Conformance: RFC 9529 Trace 1 byte for byte in both roles, through the
+//! pure-Rust provider (the cloud's aws-lc-rs provider runs the same trace
+//! in inkan-cloud's tests).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use inkan_proto::edhoc::crypto::{SoftwareEphemeral, SoftwareSigner};
-use inkan_proto::edhoc::{ConnId, Credential, IdCred, Initiator, Responder, Suite};
-
-fn h(s: &str) -> Vec<u8> {
-    hex::decode(s.split_whitespace().collect::<String>()).unwrap()
-}
-
-const X: &str = "892ec28e5cb6669108470539500b705e60d008d347c5817ee9f3327c8a87bb03";
-const Y: &str = "e69c23fbf81bc435942446837fe827bf206c8fa10a39db47449e5a813421e1e8";
-const SK_I: &str = "4c5b25878f507c6b9dae68fbd4fd3ff997533db0af00b25d324ea28e6c213bc8";
-const SK_R: &str = "ef140ff900b0ab03f0c08d879cbbd4b31ea71e6e7ee7ffcb7e7955777a332799";
-const ID_CRED_I: &str = "a11822822e48c24ab2fd7643c79f";
-const ID_CRED_R: &str = "a11822822e4879f2a41b510c1f9b";
-const CRED_I: &str =
-    "58f13081ee3081a1a003020102020462319ea0300506032b6570301d311b301906035504030c12454448
-    4f4320526f6f742045643235353139301e170d3232303331363038323430305a170d3239313233313233
-    303030305a30223120301e06035504030c174544484f4320496e69746961746f72204564323535313930
-    2a300506032b6570032100ed06a8ae61a829ba5fa54525c9d07f48dd44a302f43e0f23d8cc20b7308514
-    1e300506032b6570034100521241d8b3a770996bcfc9b9ead4e7e0a1c0db353a3bdf2910b39275ae48b7
-    56015981850d27db6734e37f67212267dd05eeff27b9e7a813fa574b72a00b430b";
-const CRED_R: &str =
-    "58f13081ee3081a1a003020102020462319ec4300506032b6570301d311b301906035504030c12454448
-    4f4320526f6f742045643235353139301e170d3232303331363038323433365a170d3239313233313233
-    303030305a30223120301e06035504030c174544484f4320526573706f6e646572204564323535313930
-    2a300506032b6570032100a1db47b95184854ad12a0c1a354e418aace33aa0f2c662c00b3ac55de92f93
-    59300506032b6570034100b723bc01eab0928e8b2b6c98de19cc3823d46e7d6987b032478fecfaf14537
-    a1af14cc8be829c6b73044101837eb4abc949565d86dce51cfae52ab82c152cb02";
-const MESSAGE_1: &str =
-    "0000582031f82c7b5b9cbbf0f194d913cc12ef1532d328ef32632a4881a1c0701e237f042d";
-const MESSAGE_2: &str =
-    "5872dc88d2d51da5ed67fc4616356bc8ca74ef9ebe8b387e623a360ba480b9b29d1cbc26dd270fe9c02c
-    44ce3934794b1cc62ba22f05459f8d358c8d12275ac42c5f96ded5f13cc9084e5b201889a45e5a60a556
-    2dc118619c3daa2fd9f4c9f4d6edad109dd4edf95962aafbaf9ab3f4a1f6b98f";
-const MESSAGE_3: &str =
-    "585825c345884aaaeb22c527f9b1d2b6787207e0163c69b62a0d43928150427203c31674e4514ea6e383
-    b566eb29763efeb0afa518776ae1c65f856d84bf32af3a7836970466dcb71f76745d39d3025e7703e0c0
-    32ebad51947c";
-const MESSAGE_4: &str = "484f0edee366e5c883";
-const PRK_OUT: &str = "b744cb7d8a87cc0447c3350e165b250dab12ec453325abb922b30307e5c368f0";
+use inkan_proto::edhoc::conformance::rfc9529_trace_1;
+use inkan_proto::edhoc::crypto::RustCrypto;
 
 #[test]
 fn trace_1_byte_for_byte_in_both_roles() {
-    let suite = Suite::X25519EdDsa;
-    let mut sk_i = SoftwareSigner::from_bytes(suite, &h(SK_I)).unwrap();
-    let mut sk_r = SoftwareSigner::from_bytes(suite, &h(SK_R)).unwrap();
-    let cred_i = Credential {
-        cred: h(CRED_I),
-        public_key: sk_i.public_key(),
-    };
-    let cred_r = Credential {
-        cred: h(CRED_R),
-        public_key: sk_r.public_key(),
-    };
-    // The x5t values are the SHA-256/64 of the certificates.
-    assert_eq!(IdCred::x5t(&h(CRED_I)[2..]).0, h(ID_CRED_I));
-    assert_eq!(IdCred::x5t(&h(CRED_R)[2..]).0, h(ID_CRED_R));
-
-    let eph_i = SoftwareEphemeral::from_bytes(suite, &h(X)).unwrap();
-    let (i, m1) = Initiator::start(suite, ConnId(vec![0x2d]), &[], Box::new(eph_i));
-    assert_eq!(m1, h(MESSAGE_1), "message_1");
-
-    let r = Responder::process_message_1(&m1, &[Suite::P256Es256, Suite::X25519EdDsa]).unwrap();
-    assert_eq!(r.suite, suite);
-    assert_eq!(r.c_i, ConnId(vec![0x2d]));
-    let eph_r = SoftwareEphemeral::from_bytes(suite, &h(Y)).unwrap();
-    let (r, m2) = r
-        .prepare_message_2(
-            ConnId(vec![0x18]),
-            &IdCred(h(ID_CRED_R)),
-            &cred_r,
-            &[],
-            Box::new(eph_r),
-            &mut sk_r,
-        )
-        .unwrap();
-    assert_eq!(m2, h(MESSAGE_2), "message_2");
-
-    let i = i.process_message_2(&m2).unwrap();
-    assert_eq!(i.c_r(), &ConnId(vec![0x18]));
-    assert_eq!(i.id_cred_r(), &IdCred(h(ID_CRED_R)));
-    let i = i.verify(&cred_r).unwrap();
-    let (i, m3) = i
-        .prepare_message_3(&IdCred(h(ID_CRED_I)), &cred_i.cred, &[], &mut sk_i)
-        .unwrap();
-    assert_eq!(m3, h(MESSAGE_3), "message_3");
-
-    let r = r.process_message_3(&m3).unwrap();
-    assert_eq!(r.id_cred_i(), &IdCred(h(ID_CRED_I)));
-    let r = r.verify(&cred_i).unwrap();
-    let m4 = r.message_4(&[]).unwrap();
-    assert_eq!(m4, h(MESSAGE_4), "message_4");
-    assert!(i.process_message_4(&m4).unwrap().is_empty());
-
-    assert_eq!(
-        i.session().prk_out(),
-        h(PRK_OUT).as_slice(),
-        "PRK_out (initiator)"
-    );
-    assert_eq!(
-        r.session().prk_out(),
-        h(PRK_OUT).as_slice(),
-        "PRK_out (responder)"
-    );
-    assert_eq!(
-        *i.session().oscore_master_secret().unwrap(),
-        *r.session().oscore_master_secret().unwrap()
-    );
+    rfc9529_trace_1(&RustCrypto).unwrap();
 }

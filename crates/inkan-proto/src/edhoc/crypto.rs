@@ -1,7 +1,9 @@
 //! The key operations EDHOC needs, behind traits so that a secure element
 //! can do the initiator's: an ephemeral key used for exactly one ECDH, and
-//! a signature key. Software implementations serve the responder (the
-//! cloud) and tests.
+//! a signature key. A responder in software takes all of its cryptography
+//! from one [`Provider`]: [`RustCrypto`] here (pure Rust, the device side's
+//! crates); the cloud plugs in its own (aws-lc-rs). Both run the same
+//! conformance traces.
 
 use super::{EdhocError, Suite};
 use zeroize::Zeroizing;
@@ -19,6 +21,65 @@ pub trait EphemeralKey: Send {
 pub trait SignatureKey {
     /// Signs a COSE Sig_structure.
     fn sign(&mut self, msg: &[u8]) -> Result<Vec<u8>, EdhocError>;
+}
+
+/// Where a software responder gets its cryptography: fresh and given
+/// ephemeral keys, signature keys from their private bytes, and signature
+/// verification, for both suites.
+pub trait Provider: Send + Sync {
+    /// The provider's name (for benchmarks and logs).
+    fn name(&self) -> &'static str;
+    /// A fresh ephemeral key for the suite.
+    fn ephemeral(&self, suite: Suite) -> Box<dyn EphemeralKey>;
+    /// An ephemeral key from its private bytes (conformance traces).
+    fn ephemeral_from_bytes(
+        &self,
+        suite: Suite,
+        private: &[u8],
+    ) -> Result<Box<dyn EphemeralKey>, EdhocError>;
+    /// A signature key from its private bytes (Ed25519 seed or P-256
+    /// scalar).
+    fn signer(
+        &self,
+        suite: Suite,
+        private: &[u8],
+    ) -> Result<Box<dyn SignatureKey + Send>, EdhocError>;
+    /// Verifies a COSE signature made with the suite's algorithm.
+    fn verify(&self, suite: Suite, public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool;
+}
+
+/// The pure-Rust provider (RustCrypto p256, x25519-dalek, ed25519-dalek).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RustCrypto;
+
+impl Provider for RustCrypto {
+    fn name(&self) -> &'static str {
+        "RustCrypto"
+    }
+
+    fn ephemeral(&self, suite: Suite) -> Box<dyn EphemeralKey> {
+        Box::new(SoftwareEphemeral::generate(suite))
+    }
+
+    fn ephemeral_from_bytes(
+        &self,
+        suite: Suite,
+        private: &[u8],
+    ) -> Result<Box<dyn EphemeralKey>, EdhocError> {
+        Ok(Box::new(SoftwareEphemeral::from_bytes(suite, private)?))
+    }
+
+    fn signer(
+        &self,
+        suite: Suite,
+        private: &[u8],
+    ) -> Result<Box<dyn SignatureKey + Send>, EdhocError> {
+        Ok(Box::new(SoftwareSigner::from_bytes(suite, private)?))
+    }
+
+    fn verify(&self, suite: Suite, public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+        verify(suite, public_key, msg, sig)
+    }
 }
 
 /// A P-256 point from its x-coordinate (the compact representation of

@@ -8,6 +8,7 @@
 //! [`crypto::EphemeralKey`] and [`crypto::SignatureKey`], so a secure
 //! element can perform them.
 
+pub mod conformance;
 pub mod crypto;
 mod initiator;
 mod kdf;

@@ -277,6 +277,15 @@ impl ResponderProcessingMessage3 {
     /// Authenticates the initiator: Signature_3 over MAC_3 and the
     /// transcript, with the credential's key.
     pub fn verify(self, cred_i: &Credential) -> Result<ResponderDone, EdhocError> {
+        self.verify_with(cred_i, &crypto::RustCrypto)
+    }
+
+    /// The same, verifying Signature_3 with `provider`.
+    pub fn verify_with(
+        self,
+        cred_i: &Credential,
+        provider: &dyn crypto::Provider,
+    ) -> Result<ResponderDone, EdhocError> {
         let st = self.state;
         let prk_4e3m = st.prk_3e2m.clone();
         let mut context = self.id_cred_i.0.clone();
@@ -291,7 +300,7 @@ impl ResponderProcessingMessage3 {
             &self.ead_3,
             &mac_3,
         );
-        if !crypto::verify(st.suite, &cred_i.public_key, &to_verify, &self.signature_3) {
+        if !provider.verify(st.suite, &cred_i.public_key, &to_verify, &self.signature_3) {
             return Err(EdhocError::BadSignature(3));
         }
         let th_4 = kdf::hash(&[&cbor::bstr_vec(&st.th_3), &self.plaintext_3, &cred_i.cred]);
