@@ -391,7 +391,7 @@ fn raw_responder_crypto(n: usize) -> Result<f64> {
         let _ = e.compute_public_key().map_err(|_| fail("public"))?;
         agreement::agree_ephemeral(
             e,
-            &agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, peer.as_ref()),
+            agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, peer.as_ref()),
             (),
             |_| Ok(()),
         )
