@@ -473,10 +473,21 @@ fn run_commands<T: inkan_se::transport::Transport>(
                     c.action,
                     o.state()
                 );
-                if c.action == inkan_device::DECOMMISSION
-                    && o == inkan_proto::command::Outcome::Succeeded
-                {
+                if o != inkan_proto::command::Outcome::Succeeded {
+                    continue;
+                }
+                if c.action == inkan_device::DECOMMISSION {
                     return Ok(true);
+                }
+                // A command run is a unit of use, counted down in the chip
+                // when the device has a usage limit.
+                let mut chip = d
+                    .lock()
+                    .map_err(|_| inkan_device::UplinkError::Coap("driver lock poisoned".into()))?;
+                match inkan_device::usage::consume(&mut chip, 1) {
+                    Ok(left) => println!("usage: {left} unit(s) left"),
+                    Err(inkan_device::usage::UseRefused::Unmetered) => {}
+                    Err(e) => println!("usage: {e}"),
                 }
             }
             inkan_device::Polled::Refused(e) => println!("command refused: {e}"),
@@ -601,6 +612,10 @@ pub fn device(c: DeviceCmd) -> Result<()> {
                 let polled = sent_batch.and_then(|n| {
                     sent += 1;
                     println!("batch {sent}: {n} readings stored");
+                    // The units of use left, signed by the chip.
+                    if let Some(left) = up.report_usage(&d)? {
+                        println!("usage reported: {left} unit(s) left");
+                    }
                     // An update a campaign offers.
                     if let Some((sl, work)) = &mut firmware {
                         std::fs::create_dir_all(&*work)?;

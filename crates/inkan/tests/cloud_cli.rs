@@ -55,9 +55,16 @@ fn wait_banner(child: &mut Child) {
 /// served by `inkan se serve` on a Unix socket: the server, the socket and
 /// the chip's device secrets file.
 fn one_chip_on_a_socket(d: &Path, org: &str, family: &str) -> (Child, PathBuf, PathBuf) {
+    one_chip_of(d, org, family, &[])
+}
+
+/// The same, the family created with `create` arguments added.
+fn one_chip_of(d: &Path, org: &str, family: &str, create: &[&str]) -> (Child, PathBuf, PathBuf) {
+    let mut create_args = vec!["factory", "family", "create", family];
+    create_args.extend_from_slice(create);
     for args in [
         vec!["factory", "init", "--org", org],
-        vec!["factory", "family", "create", family],
+        create_args,
         vec![
             "factory",
             "personalize",
@@ -102,7 +109,8 @@ fn factory_cloud_and_device_through_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     // The chip on a socket, the cloud on loopback.
-    let (mut se, sock, secrets) = one_chip_on_a_socket(d, "CLI Org", "gate");
+    // A gate counts its operations: 5 units of use, one per command run.
+    let (mut se, sock, secrets) = one_chip_of(d, "CLI Org", "gate", &["--usage-limit", "5"]);
     let (coap, api) = (free_port(true), free_port(false));
     let db = d.join("cloud.db");
     let mut cloud = inkan(d)
@@ -213,6 +221,33 @@ fn factory_cloud_and_device_through_the_cli() {
         .unwrap());
     assert!(run.contains("batch 1: 3 readings stored"), "{run}");
     assert!(run.contains("open: succeeded (valve open)"), "{run}");
+    assert!(run.contains("usage reported: 5 unit(s) left"), "{run}");
+    assert!(run.contains("usage: 4 unit(s) left"), "{run}");
+    // The unit used is reported at the next batch; the operator sees it,
+    // and sets an alert level for the family.
+    ok(inkan(d)
+        .args([
+            "device",
+            "run",
+            "--se",
+            &format!("unix:{}", sock.display()),
+            "--cloud",
+            &format!("coap://127.0.0.1:{coap}"),
+            "--count",
+            "1",
+            "--batch",
+            "1",
+            "--interval-ms",
+            "0",
+        ])
+        .arg("--device-secrets")
+        .arg(&secrets)
+        .output()
+        .unwrap());
+    let usage: serde_json::Value =
+        serde_json::from_str(&ok(cloud_cmd(&["device", "usage", &id]))).unwrap();
+    assert_eq!(usage["remaining"], 4, "{usage}");
+    assert_eq!(usage["first_remaining"], 5, "{usage}");
     // The command ids run are on disk by default, so a restart never runs
     // a re-delivered command twice.
     let ran = std::fs::read_to_string(secrets.with_extension("executed")).unwrap();
@@ -220,7 +255,8 @@ fn factory_cloud_and_device_through_the_cli() {
     let cmds = ok(cloud_cmd(&["commands", "--device", &id]));
     assert!(cmds.contains("\"succeeded\""), "{cmds}");
     let readings = ok(cloud_cmd(&["readings", "--format", "csv"]));
-    assert_eq!(readings.lines().count(), 4, "{readings}");
+    // A header, 3 + 1 readings, and the two usage reports.
+    assert_eq!(readings.lines().count(), 7, "{readings}");
 
     // A firmware update through a campaign, taken by `device run`.
     for (name, fill, sv) in [("v1", 1u8, "1"), ("v2", 2u8, "2")] {
@@ -245,6 +281,16 @@ fn factory_cloud_and_device_through_the_cli() {
             serde_json::from_str(&ok(cloud_cmd(&["family", "list"]))).unwrap();
         fams[0]["id"].as_str().unwrap().to_string()
     };
+    let fam_usage: serde_json::Value = serde_json::from_str(&ok(cloud_cmd(&[
+        "family",
+        "usage",
+        &fam_id,
+        "--alert-below",
+        "3",
+    ])))
+    .unwrap();
+    assert_eq!(fam_usage["alert_below"], 3, "{fam_usage}");
+    assert_eq!(fam_usage["used"], 1, "{fam_usage}");
     let up: serde_json::Value = serde_json::from_str(&ok(cloud_cmd(&[
         "firmware-upload",
         "--family",
