@@ -70,6 +70,19 @@ pub enum Which {
     /// per handshake next to the raw cost of the responder's cryptography;
     /// and manifest import rate next to raw inserts.
     Auth(AuthArgs),
+    /// The TLS peer of `bench auth` in its own process (internal).
+    #[command(hide = true)]
+    TlsPeerServe {
+        /// Root certificate (DER) client chains must reach.
+        #[arg(long)]
+        root: std::path::PathBuf,
+        /// Server certificate (DER).
+        #[arg(long)]
+        cert: std::path::PathBuf,
+        /// Server key (PKCS#8 DER).
+        #[arg(long)]
+        key: std::path::PathBuf,
+    },
     /// Readings ingested over OSCORE per second (64-byte readings, batches
     /// of 100, stored before the acknowledgement) beside raw inserts of the
     /// same rows into the same store, with the ratio.
@@ -140,6 +153,7 @@ pub fn run(w: Which) -> Result<()> {
             seconds,
             devices,
         } => crate::bench_flood::run(&rates, seconds, devices),
+        Which::TlsPeerServe { root, cert, key } => crate::bench_tls::serve_peer(&root, &cert, &key),
         Which::Auth(a) => {
             crate::bench_auth::run(a.devices, a.concurrency, a.manifest, &a.registered)
         }

@@ -196,31 +196,47 @@ pub fn run(
     // known way (aws-lc-rs directly): an ephemeral key, ECDH, one ES256
     // signature, one ES256 verification.
     let raw = raw_responder_crypto(2000)?;
+    // The peer a user would pick instead: rustls TLS 1.3 with client
+    // certificates over the same chain, as many handshakes, as many at once.
+    let peer = crate::bench_tls::measure(&f, "bench", devices, concurrency)?;
     println!();
     println!(
-        "{:>10}  {:<44} {:>8} {:>8} {:>8} {:>14} {:>6}",
-        "registered", "", "auth/s", "p50 ms", "p99 ms", "server CPU/hs", "ratio"
+        "{:>10}  {:<44} {:>8} {:>8} {:>8} {:>14} {:>7} {:>7}",
+        "registered", "", "auth/s", "p50 ms", "p99 ms", "server CPU/hs", "÷ raw", "÷ peer"
     );
     println!(
-        "{:>10}  {:<44} {:>8} {:>8} {:>8} {:>11.3} ms {:>6}",
+        "{:>10}  {:<44} {:>8} {:>8} {:>8} {:>11.3} ms {:>7} {:>7.2}",
         "",
         "raw responder crypto, aws-lc-rs (reference)",
         "",
         "",
         "",
         raw * 1000.0,
+        "1.00",
+        raw / peer.cpu
+    );
+    println!(
+        "{:>10}  {:<44} {:>8.0} {:>8.2} {:>8.2} {:>11.3} ms {:>7.2} {:>7}",
+        "",
+        "rustls 0.23 + aws-lc-rs, TLS 1.3 mTLS (peer)",
+        peer.rate,
+        peer.p50.as_secs_f64() * 1000.0,
+        peer.p99.as_secs_f64() * 1000.0,
+        peer.cpu * 1000.0,
+        peer.cpu / raw,
         "1.00"
     );
     for r in &rows {
         println!(
-            "{:>10}  {:<44} {:>8.0} {:>8.2} {:>8.2} {:>11.3} ms {:>6.2}",
+            "{:>10}  {:<44} {:>8.0} {:>8.2} {:>8.2} {:>11.3} ms {:>7.2} {:>7.2}",
             r.registered,
             r.name,
             r.rate,
             r.p50.as_secs_f64() * 1000.0,
             r.p99.as_secs_f64() * 1000.0,
             r.cpu * 1000.0,
-            r.cpu / raw
+            r.cpu / raw,
+            r.cpu / peer.cpu
         );
     }
     if let (Some(lo), Some(hi)) = (sizes.iter().min(), sizes.iter().max()) {

@@ -9,6 +9,7 @@ mod bench_auth;
 mod bench_firmware;
 mod bench_flood;
 mod bench_telemetry;
+mod bench_tls;
 mod cloud;
 mod demo;
 mod factory;
