@@ -515,17 +515,8 @@ impl App {
         let result = self.finish(c_r, m3, peer, &mut presented).await;
         let store = &self.registry.store;
         match &result {
-            Ok(a) => {
-                store
-                    .audit(
-                        Some(&a.device.tenant_id),
-                        "authenticate",
-                        &a.device.serial,
-                        "ok",
-                        &format!("session {}", a.session_id),
-                    )
-                    .await?;
-            }
+            // Audited with the session, in the same commit.
+            Ok(_) => {}
             Err(e) => {
                 // Attributed to the tenant whose device or family the
                 // chain names, when it names one.
@@ -619,13 +610,15 @@ impl App {
         let session_id = self
             .registry
             .store
-            .insert_session(
+            .insert_session_audited(
                 &device.device_id,
                 &device.credential_id,
                 &conn_id_hex(&done.c_i),
                 &c_r_hex,
                 Some(&wrapped),
                 self.limits.session_ttl_secs,
+                &device.tenant_id,
+                &device.serial,
             )
             .await?;
         Ok(Authenticated {

@@ -151,7 +151,7 @@ pub struct Store {
 
 /// A row the group-commit writer appends.
 #[derive(Clone, Debug)]
-enum Append {
+pub(crate) enum Append {
     Audit {
         id: String,
         time: i64,
@@ -420,6 +420,34 @@ impl Store {
             }
         }
         append_rows(&self.pool, std::slice::from_ref(&row)).await
+    }
+
+    /// Appends rows through the group-commit writer, queued together so
+    /// they ride the same commit; returns once all are committed.
+    pub(crate) async fn append_all(&self, rows: Vec<Append>) -> Result<(), StoreError> {
+        let Some(w) = &self.writer else {
+            return append_rows(&self.pool, &rows).await;
+        };
+        let mut waits = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            if w.send(Job {
+                row: row.clone(),
+                done,
+            })
+            .is_err()
+            {
+                return append_rows(&self.pool, &rows).await;
+            }
+            waits.push(rx);
+        }
+        for rx in waits {
+            match rx.await {
+                Ok(r) => r.map_err(StoreError::Append)?,
+                Err(_) => return Err(StoreError::Append("group-commit writer gone".into())),
+            }
+        }
+        Ok(())
     }
 
     /// How many revocation-relevant changes this process has made.

@@ -56,6 +56,47 @@ impl Store {
         Ok(id)
     }
 
+    /// The same, with an audit entry (`tenant`, kind `authenticate`,
+    /// `subject`, outcome ok, "session <id>") in the same group commit.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_session_audited(
+        &self,
+        device_id: &str,
+        credential_id: &str,
+        c_i: &str,
+        c_r: &str,
+        oscore: Option<&[u8]>,
+        ttl_secs: i64,
+        tenant: &str,
+        subject: &str,
+    ) -> Result<String, StoreError> {
+        let id = new_id();
+        let t = now();
+        self.append_all(vec![
+            Append::Session {
+                id: id.clone(),
+                device_id: device_id.to_string(),
+                credential_id: credential_id.to_string(),
+                c_i: c_i.to_string(),
+                c_r: c_r.to_string(),
+                created: t,
+                oscore: oscore.map(<[u8]>::to_vec),
+                expires: t.saturating_add(ttl_secs),
+            },
+            Append::Audit {
+                id: new_id(),
+                time: super::now_nanos(),
+                tenant: Some(tenant.to_string()),
+                kind: "authenticate".into(),
+                subject: subject.to_string(),
+                outcome: "ok".into(),
+                detail: format!("session {id}"),
+            },
+        ])
+        .await?;
+        Ok(id)
+    }
+
     /// The newest session whose C_R (the OSCORE kid of its device) is
     /// `c_r` (hex).
     pub async fn session_by_c_r(&self, c_r: &str) -> Result<Option<SessionRow>, StoreError> {
