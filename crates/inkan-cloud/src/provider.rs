@@ -66,8 +66,9 @@ impl EphemeralKey for Ephemeral {
             EdhocError::InvalidEphemeralKey,
             |s| Ok(Zeroizing::new(s.to_vec())),
         )?;
-        // An all-zero X25519 result means a low-order peer point.
-        if shared.iter().all(|b| *b == 0) {
+        // An all-zero X25519 result means a low-order peer point (for
+        // P-256 a zero x-coordinate is a shared secret like any other).
+        if self.suite == Suite::X25519EdDsa && shared.iter().all(|b| *b == 0) {
             return Err(EdhocError::InvalidEphemeralKey);
         }
         Ok(shared)
