@@ -140,6 +140,7 @@ impl Drop for Served {
 pub fn spawn_serve(f: &Factory, db: &str, extra: &[&str]) -> Result<Served> {
     let coap = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
     let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let log = tempfile::NamedTempFile::new()?;
     let child = std::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--db", db])
         .args(["--coap", &coap.to_string(), "--api", &api.to_string()])
@@ -147,14 +148,32 @@ pub fn spawn_serve(f: &Factory, db: &str, extra: &[&str]) -> Result<Served> {
         .arg(f.dir().join("keys/dev-cloud-auth.key.pem"))
         .args(extra)
         .env("INKAN_CA_PASSPHRASE", "bench")
-        .stderr(std::process::Stdio::null())
+        .stderr(log.reopen()?)
         .spawn()?;
-    std::thread::sleep(Duration::from_millis(800));
-    Ok(Served {
+    let mut served = Served {
         child,
         coap,
         api: format!("http://{api}"),
-    })
+    };
+    // Ready when the operator API accepts (it starts after the device
+    // endpoint is bound); a service that exits is reported with its words.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = served.child.try_wait()? {
+            let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+            bail!(
+                "inkan serve exited ({status}) before it was ready: {}",
+                said.trim()
+            );
+        }
+        if std::net::TcpStream::connect_timeout(&api, Duration::from_millis(100)).is_ok() {
+            return Ok(served);
+        }
+        if Instant::now() > deadline {
+            bail!("inkan serve was not ready within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// One measured round.
