@@ -610,7 +610,7 @@ impl App {
         let session_id = self
             .registry
             .store
-            .insert_session_audited(
+            .insert_session(
                 &device.device_id,
                 &device.credential_id,
                 &conn_id_hex(&done.c_i),

@@ -763,35 +763,16 @@ impl Uplink {
         path: &str,
         options: &[(coap_lite::CoapOption, Vec<u8>)],
     ) -> Result<coap_lite::Packet, UplinkError> {
-        use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+        use coap_lite::{CoapOption, RequestType};
         for _ in 0..2 {
-            let mid = self.next_mid;
-            self.next_mid = self.next_mid.wrapping_add(1);
-            let mut token = [0u8; 4];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut token);
-            let mut req = Packet::new();
-            req.header.set_type(MessageType::Confirmable);
-            req.header.message_id = mid;
-            req.header.code = MessageClass::Request(RequestType::Get);
-            req.set_token(token.to_vec());
-            for seg in path.split('/').filter(|s| !s.is_empty()) {
-                req.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
-            }
-            for (o, v) in options {
-                req.add_option(*o, v.clone());
-            }
+            let mut req = self.new_request(RequestType::Get, path, options);
             if let Some(e) = &self.echo {
                 req.add_option(CoapOption::Unknown(inkan_proto::coap::ECHO), e.clone());
             }
             let bytes = req
                 .to_bytes()
                 .map_err(|e| UplinkError::Coap(format!("{e:?}")))?;
-            let rsp = exchange_datagram(&self.udp, &bytes, self.rt, |got| {
-                Packet::from_bytes(got)
-                    .ok()
-                    .filter(|r| r.header.message_id == mid && r.get_token() == token)
-            })?
-            .ok_or(UplinkError::Timeout(self.rt.max_retransmit + 1))?;
+            let rsp = self.exchange(&bytes, &req)?;
             let code = u8::from(rsp.header.code);
             if code >> 5 == 2 {
                 return Ok(rsp);
@@ -816,14 +797,13 @@ impl Uplink {
         })
     }
 
-    /// A protected confirmable request with extra (inner) options.
-    pub fn request_with(
+    /// A confirmable request with a fresh message id and token.
+    fn new_request(
         &mut self,
         method: coap_lite::RequestType,
         path: &str,
-        payload: Vec<u8>,
         options: &[(coap_lite::CoapOption, Vec<u8>)],
-    ) -> Result<coap_lite::Packet, UplinkError> {
+    ) -> coap_lite::Packet {
         use coap_lite::{CoapOption, MessageClass, MessageType, Packet};
         let mid = self.next_mid;
         self.next_mid = self.next_mid.wrapping_add(1);
@@ -840,17 +820,41 @@ impl Uplink {
         for (o, v) in options {
             req.add_option(*o, v.clone());
         }
+        req
+    }
+
+    /// Sends `bytes` (the datagram of `req`, protected or not) and returns
+    /// the response with `req`'s message id and token.
+    fn exchange(
+        &self,
+        bytes: &[u8],
+        req: &coap_lite::Packet,
+    ) -> Result<coap_lite::Packet, UplinkError> {
+        let (mid, token) = (req.header.message_id, req.get_token().to_vec());
+        exchange_datagram(&self.udp, bytes, self.rt, |got| {
+            coap_lite::Packet::from_bytes(got)
+                .ok()
+                .filter(|r| r.header.message_id == mid && r.get_token() == token.as_slice())
+        })?
+        .ok_or(UplinkError::Timeout(self.rt.max_retransmit + 1))
+    }
+
+    /// A protected confirmable request with extra (inner) options.
+    pub fn request_with(
+        &mut self,
+        method: coap_lite::RequestType,
+        path: &str,
+        payload: Vec<u8>,
+        options: &[(coap_lite::CoapOption, Vec<u8>)],
+    ) -> Result<coap_lite::Packet, UplinkError> {
+        use coap_lite::{CoapOption, MessageClass};
+        let mut req = self.new_request(method, path, options);
         req.payload = payload;
         let (protected, binding) = self.ctx.protect_request(&req)?;
         let bytes = protected
             .to_bytes_unlimited()
             .map_err(|e| UplinkError::Coap(format!("{e:?}")))?;
-        let rsp = exchange_datagram(&self.udp, &bytes, self.rt, |got| {
-            Packet::from_bytes(got)
-                .ok()
-                .filter(|r| r.header.message_id == mid && r.get_token() == token)
-        })?
-        .ok_or(UplinkError::Timeout(self.rt.max_retransmit + 1))?;
+        let rsp = self.exchange(&bytes, &req)?;
         if rsp.get_first_option(CoapOption::Oscore).is_none() {
             return Err(UplinkError::Refused {
                 code: rsp.header.code.to_string(),

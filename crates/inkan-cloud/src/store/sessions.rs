@@ -29,37 +29,11 @@ pub struct SessionRow {
 }
 
 impl Store {
-    /// Records a session and the device's last authentication (group
-    /// commit: durable when this returns).
-    pub async fn insert_session(
-        &self,
-        device_id: &str,
-        credential_id: &str,
-        c_i: &str,
-        c_r: &str,
-        oscore: Option<&[u8]>,
-        ttl_secs: i64,
-    ) -> Result<String, StoreError> {
-        let id = new_id();
-        let t = now();
-        self.append(Append::Session {
-            id: id.clone(),
-            device_id: device_id.to_string(),
-            credential_id: credential_id.to_string(),
-            c_i: c_i.to_string(),
-            c_r: c_r.to_string(),
-            created: t,
-            oscore: oscore.map(<[u8]>::to_vec),
-            expires: t.saturating_add(ttl_secs),
-        })
-        .await?;
-        Ok(id)
-    }
-
-    /// The same, with an audit entry (`tenant`, kind `authenticate`,
-    /// `subject`, outcome ok, "session <id>") in the same group commit.
+    /// Records a session and its audit entry (`tenant`, kind
+    /// `authenticate`, `subject`, outcome ok, "session <id>") in one group
+    /// commit: both durable when this returns.
     #[allow(clippy::too_many_arguments)]
-    pub async fn insert_session_audited(
+    pub async fn insert_session(
         &self,
         device_id: &str,
         credential_id: &str,
