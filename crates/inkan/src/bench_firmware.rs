@@ -8,9 +8,8 @@
 //! it in 1 KiB datagrams at all (a bare blocking UDP loop answering each
 //! request with 1 KiB from memory, no parsing, no crypto).
 
-use crate::bench_auth::{
-    cpu_seconds, fleet, register_bench_family, spawn_serve, thread_cpu_seconds,
-};
+use crate::bench_auth::{fleet, register_bench_family, spawn_serve};
+use crate::measure::{cpu_seconds, thread_cpu_seconds};
 use anyhow::Result;
 use std::time::{Duration, Instant};
 

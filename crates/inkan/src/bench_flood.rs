@@ -7,7 +7,8 @@
 //! recover once the flood stops; the reference is the same devices and
 //! API measured without a flood, in the same run.
 
-use crate::bench_auth::{fleet, percentile, register_bench_family, spawn_serve, Chip0};
+use crate::bench_auth::{fleet, register_bench_family, spawn_serve, Chip0};
+use crate::measure::percentile;
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //! each batch acknowledged only once stored; beside it, the same rows in
 //! the same batch size inserted raw into the same store.
 
-use crate::bench_auth::{fleet, percentile, register_bench_family, spawn_serve};
+use crate::bench_auth::{fleet, register_bench_family, spawn_serve};
+use crate::measure::percentile;
 use anyhow::{bail, Result};
 use inkan_proto::telemetry::Reading;
 use std::time::{Duration, Instant};

@@ -196,7 +196,7 @@ pub fn measure(f: &Factory, family: &str, n: usize, concurrency: usize) -> Resul
         BufReader::new(child.stdout.take().context("peer stdout")?).read_line(&mut line)?;
         let addr: std::net::SocketAddr = line.trim().parse().context("the peer's address")?;
         let pid = child.id();
-        let cpu0 = crate::bench_auth::cpu_seconds(pid)?;
+        let cpu0 = crate::measure::cpu_seconds(pid)?;
         let t = Instant::now();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let lat = Arc::new(Mutex::new(Vec::with_capacity(n)));
@@ -246,13 +246,13 @@ pub fn measure(f: &Factory, family: &str, n: usize, concurrency: usize) -> Resul
         let wall = t.elapsed();
         // Let the server finish reading the last closes.
         std::thread::sleep(Duration::from_millis(100));
-        let cpu = crate::bench_auth::cpu_seconds(pid)? - cpu0;
+        let cpu = crate::measure::cpu_seconds(pid)? - cpu0;
         let mut lat = lat.lock().map_err(|_| anyhow!("lock"))?.clone();
         lat.sort();
         Ok(PeerRun {
             rate: lat.len() as f64 / wall.as_secs_f64(),
-            p50: crate::bench_auth::percentile(&lat, 500),
-            p99: crate::bench_auth::percentile(&lat, 990),
+            p50: crate::measure::percentile(&lat, 500),
+            p99: crate::measure::percentile(&lat, 990),
             cpu: cpu / lat.len().max(1) as f64,
         })
     })();

@@ -14,6 +14,7 @@ mod cloud;
 mod demo;
 mod factory;
 mod firmware;
+mod measure;
 mod se;
 
 use clap::{Parser, Subcommand};
