@@ -3,7 +3,7 @@
 //! signer's certificate. The TBS structure is built here and signed through
 //! [`CaSigner`], so a token-held CA key issues exactly like a file-held one.
 
-use crate::signer::{self, CaSigner, KeyCurve, EC_PUBLIC_KEY};
+use crate::signer::{self, CaSigner, KeyCurve};
 use crate::PkiError;
 use const_oid::db::rfc4519;
 use const_oid::db::rfc5280::ID_KP_CLIENT_AUTH;
@@ -11,7 +11,7 @@ use const_oid::{AssociatedOid, ObjectIdentifier};
 use der::asn1::{Any, BitString, OctetString, PrintableStringRef, SetOfVec, Utf8StringRef};
 use der::{Decode, Encode};
 use sha2::Digest;
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use spki::AlgorithmIdentifierOwned;
 use std::time::{Duration, SystemTime};
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::certificate::{Certificate, TbsCertificate, Version};
@@ -279,38 +279,6 @@ pub fn key_id(point: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(point)[..20].to_vec()
 }
 
-/// The SubjectPublicKeyInfo of a P-256/P-384 point or an Ed25519 key.
-pub(crate) fn spki_of(point: &[u8]) -> Result<SubjectPublicKeyInfoOwned, PkiError> {
-    spki(point)
-}
-
-fn spki(point: &[u8]) -> Result<SubjectPublicKeyInfoOwned, PkiError> {
-    if signer::is_ed25519_key(point) {
-        // RFC 8410 §3: the algorithm alone, parameters absent.
-        return Ok(SubjectPublicKeyInfoOwned {
-            algorithm: AlgorithmIdentifierOwned {
-                oid: signer::ED25519,
-                parameters: None,
-            },
-            subject_public_key: BitString::from_bytes(point)
-                .map_err(|e| PkiError::encode("SPKI", e))?,
-        });
-    }
-    let curve = KeyCurve::of_point(point).ok_or_else(|| {
-        PkiError::malformed("public key", "not a P-256/P-384 point or an Ed25519 key")
-    })?;
-    Ok(SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned {
-            oid: EC_PUBLIC_KEY,
-            parameters: Some(
-                Any::encode_from(&curve.curve_oid()).map_err(|e| PkiError::encode("SPKI", e))?,
-            ),
-        },
-        subject_public_key: BitString::from_bytes(point)
-            .map_err(|e| PkiError::encode("SPKI", e))?,
-    })
-}
-
 /// id-on-hardwareModuleName (RFC 4108).
 pub const ID_ON_HARDWARE_MODULE_NAME: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.4");
@@ -387,7 +355,7 @@ fn sign(tbs: Tbs, signer: &dyn CaSigner) -> Result<IssuedCert, PkiError> {
             not_after: time(tbs.not_after)?,
         },
         subject: tbs.subject,
-        subject_public_key_info: spki(&tbs.point)?,
+        subject_public_key_info: signer::spki_of(&tbs.point)?,
         issuer_unique_id: None,
         subject_unique_id: None,
         extensions: Some(tbs.extensions),

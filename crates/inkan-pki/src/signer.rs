@@ -154,7 +154,7 @@ pub fn spki_der(point: &[u8]) -> Result<Vec<u8>, PkiError> {
             .map_err(|e| PkiError::malformed("public key", e))?
             .to_public_key_der(),
         None if is_ed25519_key(point) => {
-            return der::Encode::to_der(&crate::cert::spki_of(point)?)
+            return der::Encode::to_der(&spki_of(point)?)
                 .map_err(|e| PkiError::encode("public key", e))
         }
         None => {
@@ -325,4 +325,34 @@ impl CaSigner for SoftwareKey {
             }
         }
     }
+}
+
+/// The SubjectPublicKeyInfo of a public key: an Ed25519 key (RFC 8410),
+/// or a P-256/P-384 point with its named curve.
+pub(crate) fn spki_of(point: &[u8]) -> Result<spki::SubjectPublicKeyInfoOwned, PkiError> {
+    if is_ed25519_key(point) {
+        // RFC 8410 §3: the algorithm alone, parameters absent.
+        return Ok(spki::SubjectPublicKeyInfoOwned {
+            algorithm: spki::AlgorithmIdentifierOwned {
+                oid: ED25519,
+                parameters: None,
+            },
+            subject_public_key: der::asn1::BitString::from_bytes(point)
+                .map_err(|e| PkiError::encode("SPKI", e))?,
+        });
+    }
+    let curve = KeyCurve::of_point(point).ok_or_else(|| {
+        PkiError::malformed("public key", "not a P-256/P-384 point or an Ed25519 key")
+    })?;
+    Ok(spki::SubjectPublicKeyInfoOwned {
+        algorithm: spki::AlgorithmIdentifierOwned {
+            oid: EC_PUBLIC_KEY,
+            parameters: Some(
+                der::asn1::Any::encode_from(&curve.curve_oid())
+                    .map_err(|e| PkiError::encode("SPKI", e))?,
+            ),
+        },
+        subject_public_key: der::asn1::BitString::from_bytes(point)
+            .map_err(|e| PkiError::encode("SPKI", e))?,
+    })
 }
