@@ -56,6 +56,7 @@ impl Crl {
     /// 5280 §5.2.3): a reader uses it to refuse an older list.
     pub fn verify(&self, ca: &IssuedCert) -> Result<VerifiedCrl, PkiError> {
         let l = CertificateList::from_der(&self.der).map_err(|e| PkiError::malformed("CRL", e))?;
+        extension_policy(&l).map_err(|why| PkiError::malformed("CRL", why))?;
         if l.tbs_cert_list.issuer != ca.cert.tbs_certificate.subject {
             return Err(PkiError::BadSignature("the CRL names another issuer"));
         }
@@ -126,6 +127,41 @@ fn ext<T: const_oid::AssociatedOid + Encode>(value: &T) -> Result<Extension, Pki
     })
 }
 
+/// What inkan requires of a CRL's extensions, in one place for the cloud's
+/// CRL import and the device validator: a CRL number (RFC 5280 §5.2.3),
+/// not marked critical (the same section requires it non-critical); and no
+/// other critical extension, of the list or of an entry, since inkan
+/// processes none of those that may be critical (delta CRLs, issuing
+/// distribution points, indirect CRLs): a list whose meaning depends on one
+/// is refused rather than half understood.
+pub(crate) fn extension_policy(l: &CertificateList) -> Result<(), &'static str> {
+    let number_oid = <CrlNumber as const_oid::AssociatedOid>::OID;
+    let exts = l.tbs_cert_list.crl_extensions.as_deref().unwrap_or(&[]);
+    let number = exts
+        .iter()
+        .find(|e| e.extn_id == number_oid)
+        .ok_or("no CRL number")?;
+    if number.critical {
+        return Err("the CRL number is marked critical (RFC 5280 5.2.3: non-critical)");
+    }
+    if exts.iter().any(|e| e.critical) {
+        return Err("a critical CRL extension inkan does not process");
+    }
+    let entries = l
+        .tbs_cert_list
+        .revoked_certificates
+        .as_deref()
+        .unwrap_or(&[]);
+    if entries
+        .iter()
+        .flat_map(|r| r.crl_entry_extensions.as_deref().unwrap_or(&[]))
+        .any(|e| e.critical)
+    {
+        return Err("a critical CRL entry extension inkan does not process");
+    }
+    Ok(())
+}
+
 /// Issues a CRL for `ca` listing `revoked`, valid for `validity` from now.
 pub fn issue_crl(
     signer: &dyn CaSigner,
@@ -191,4 +227,101 @@ pub fn issue_crl(
     Ok(Crl {
         der: list.to_der().map_err(|e| PkiError::encode("CRL", e))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{CertPolicy, DeviceValidator, KeyCurve, SoftwareKey};
+
+    /// A CRL of `ca`'s, its extensions changed by `edit`, signed again.
+    fn edited(key: &SoftwareKey, ca: &IssuedCert, edit: impl FnOnce(&mut TbsCertList)) -> Crl {
+        let crl = issue_crl(key, ca, &[], 7, Duration::from_secs(3600)).unwrap();
+        let mut l = CertificateList::from_der(&crl.der).unwrap();
+        edit(&mut l.tbs_cert_list);
+        let sig = signer::sign_der(key, &l.tbs_cert_list.to_der().unwrap()).unwrap();
+        l.signature = BitString::from_bytes(&sig).unwrap();
+        Crl {
+            der: l.to_der().unwrap(),
+        }
+    }
+
+    #[test]
+    fn critical_crl_number_and_unknown_critical_extensions_are_refused() {
+        let key = SoftwareKey::generate(KeyCurve::P256);
+        let ca =
+            crate::cert::issue_root(&key, "crl test", "family", &CertPolicy::default()).unwrap();
+        let validator = || {
+            DeviceValidator::new(
+                std::slice::from_ref(&ca.der),
+                crate::validate::RequiredEku::ClientAuth,
+            )
+            .unwrap()
+        };
+        // As issued: taken by both readers.
+        let plain = edited(&key, &ca, |_| {});
+        assert_eq!(plain.verify(&ca).unwrap().number, 7);
+        validator().add_crl(&plain.der).unwrap();
+        let number_oid = <CrlNumber as const_oid::AssociatedOid>::OID;
+        let cases: Vec<(&str, Crl)> = vec![
+            (
+                "CRL number marked critical",
+                edited(&key, &ca, |t| {
+                    for e in t.crl_extensions.as_mut().unwrap() {
+                        if e.extn_id == number_oid {
+                            e.critical = true;
+                        }
+                    }
+                }),
+            ),
+            (
+                "a critical delta CRL indicator",
+                edited(&key, &ca, |t| {
+                    t.crl_extensions.as_mut().unwrap().push(Extension {
+                        extn_id: const_oid::ObjectIdentifier::new_unwrap("2.5.29.27"),
+                        critical: true,
+                        extn_value: OctetString::new(vec![0x02, 0x01, 0x05]).unwrap(),
+                    });
+                }),
+            ),
+            (
+                "a critical entry extension",
+                edited(&key, &ca, |t| {
+                    t.revoked_certificates = Some(vec![RevokedCert {
+                        serial_number: SerialNumber::new(&[0x42]).unwrap(),
+                        revocation_date: crate::cert::time(SystemTime::now()).unwrap(),
+                        crl_entry_extensions: Some(vec![Extension {
+                            // Certificate issuer (indirect CRLs).
+                            extn_id: const_oid::ObjectIdentifier::new_unwrap("2.5.29.29"),
+                            critical: true,
+                            extn_value: OctetString::new(vec![0x30, 0x00]).unwrap(),
+                        }]),
+                    }]);
+                }),
+            ),
+            (
+                "no CRL number",
+                edited(&key, &ca, |t| {
+                    t.crl_extensions
+                        .as_mut()
+                        .unwrap()
+                        .retain(|e| e.extn_id != number_oid);
+                }),
+            ),
+        ];
+        for (what, crl) in cases {
+            assert!(
+                matches!(crl.verify(&ca), Err(PkiError::Malformed { .. })),
+                "{what}: taken by the cloud's reader"
+            );
+            assert!(
+                matches!(
+                    validator().add_crl(&crl.der),
+                    Err(crate::ValidationError::BadCrl(_))
+                ),
+                "{what}: taken by the validator"
+            );
+        }
+    }
 }

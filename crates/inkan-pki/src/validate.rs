@@ -169,18 +169,7 @@ impl DeviceValidator {
     pub fn add_crl(&mut self, der: &[u8]) -> Result<(), ValidationError> {
         let list = x509_cert::crl::CertificateList::from_der(der)
             .map_err(|e| ValidationError::Malformed(e.to_string()))?;
-        let has_number = list
-            .tbs_cert_list
-            .crl_extensions
-            .as_deref()
-            .unwrap_or(&[])
-            .iter()
-            .any(|e| {
-                e.extn_id == <x509_cert::ext::pkix::CrlNumber as const_oid::AssociatedOid>::OID
-            });
-        if !has_number {
-            return Err(ValidationError::BadCrl("no CRL number"));
-        }
+        crate::crl::extension_policy(&list).map_err(ValidationError::BadCrl)?;
         self.crls
             .push(OwnedCertRevocationList::from_der(der).map_err(ValidationError::from)?);
         self.crl_issuers.push(list.tbs_cert_list.issuer);

@@ -1,8 +1,9 @@
 //! Conformance: RFC 9529 Trace 1 (method 0, cipher suite 0, X.509
 //! certificates identified by x5t), reproduced byte for byte in both roles
 //! with the keys and verification of a given [`Provider`], so every
-//! provider the product uses runs the same published trace. The values
-//! below are the trace's published inputs and outputs.
+//! provider the product uses runs the same published trace, down to the
+//! OSCORE Master Secret and Salt it exports. The values below are the
+//! trace's published inputs and outputs.
 
 use super::crypto::Provider;
 use super::{ConnId, Credential, IdCred, Initiator, Responder, Suite};
@@ -42,6 +43,10 @@ const MESSAGE_3: &str =
     b566eb29763efeb0afa518776ae1c65f856d84bf32af3a7836970466dcb71f76745d39d3025e7703e0c0
     32ebad51947c";
 const MESSAGE_4: &str = "484f0edee366e5c883";
+/// RFC 9529 §2.6: the OSCORE Master Secret and Master Salt exported from
+/// Trace 1's session.
+const OSCORE_MASTER_SECRET: &str = "1e1c6beac3a8a1cac435de7e2f9ae7ff";
+const OSCORE_MASTER_SALT: &str = "ce7ab844c0106d73";
 const PRK_OUT: &str = "b744cb7d8a87cc0447c3350e165b250dab12ec453325abb922b30307e5c368f0";
 
 /// Runs Trace 1 with `p`'s ephemeral keys and signature keys in both roles
@@ -53,7 +58,7 @@ pub fn rfc9529_trace_1(p: &dyn Provider) -> Result<(), String> {
     fn e(what: &'static str) -> impl Fn(super::EdhocError) -> String {
         move |err| format!("{what}: {err}")
     }
-    let same = |what: &str, got: &[u8], want: &str| {
+    let same = |what: &str, got: &[u8], want: &str| -> Result<(), String> {
         if got == h(want).as_slice() {
             Ok(())
         } else {
@@ -132,12 +137,42 @@ pub fn rfc9529_trace_1(p: &dyn Provider) -> Result<(), String> {
     }
     same("PRK_out (initiator)", i.session().prk_out(), PRK_OUT)?;
     same("PRK_out (responder)", r.session().prk_out(), PRK_OUT)?;
-    let (a, b) = (
-        i.session().oscore_master_secret().map_err(e("OSCORE"))?,
-        r.session().oscore_master_secret().map_err(e("OSCORE"))?,
-    );
-    if *a != *b {
-        return Err("OSCORE master secrets differ".into());
+    // The OSCORE contexts both sides derive (RFC 9528 Appendix A.1): the
+    // published Master Secret and Salt, each side's Sender ID the other's
+    // connection identifier.
+    let c_i = ConnId(vec![0x2d]);
+    let c_r = ConnId(vec![0x18]);
+    for (name, session, initiator) in [
+        ("initiator", i.session(), true),
+        ("responder", r.session(), false),
+    ] {
+        let params = crate::oscore::ContextParams::from_edhoc(session, initiator, &c_i, &c_r)
+            .map_err(e("OSCORE"))?;
+        same(
+            &format!("OSCORE Master Secret ({name})"),
+            &params.master_secret[..],
+            OSCORE_MASTER_SECRET,
+        )?;
+        same(
+            &format!("OSCORE Master Salt ({name})"),
+            &params.master_salt,
+            OSCORE_MASTER_SALT,
+        )?;
+        let (sender, recipient) = if initiator {
+            ("18", "2d")
+        } else {
+            ("2d", "18")
+        };
+        same(
+            &format!("OSCORE Sender ID ({name})"),
+            &params.sender_id,
+            sender,
+        )?;
+        same(
+            &format!("OSCORE Recipient ID ({name})"),
+            &params.recipient_id,
+            recipient,
+        )?;
     }
     Ok(())
 }
