@@ -634,3 +634,47 @@ fn x25519_and_ed25519_on_the_a120_only() {
         Err(DriverError::InvalidArgument(_))
     ));
 }
+
+/// A response fills the whole frame: the chip keeps room for an R-MAC only
+/// when the response carries one. Read and Echo at the limit pass, one
+/// byte more is refused, for both personalities, with and without a
+/// session.
+#[test]
+fn responses_fill_the_frame_and_an_r_mac_is_reserved_only_when_sent() {
+    use inkan_se::wire::{CommandFrame, CommandHeader};
+    for p in BOTH {
+        let max = p.max_frame();
+        let mut d = driver(p);
+        // Plain: header, data, CRC.
+        let plain = max - 3;
+        let read = |d: &mut Driver<InProcess>, len: usize| {
+            let mut payload = vec![0x00, 0x00, 0x00, 0x00];
+            payload.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+            let frame = CommandFrame {
+                header: CommandHeader {
+                    flags: 0,
+                    code: CommandCode::READ,
+                    extended: None,
+                },
+                payload,
+                cmac: None,
+            }
+            .encode();
+            d.raw_exchange(&frame).unwrap()
+        };
+        let at = read(&mut d, plain);
+        assert_eq!((at.status, at.data.len()), (Status::OK, plain), "{p:?}");
+        assert_eq!(
+            read(&mut d, plain + 1).status,
+            Status::BUFFER_LENGTH_EXCEEDED,
+            "{p:?}"
+        );
+        assert_eq!(d.echo(&vec![0x5a; plain]).unwrap().len(), plain, "{p:?}");
+        // In a session the response carries an R-MAC: 4 bytes less.
+        d.pair_host_keys(&host_keys(p)).unwrap();
+        d.open_session(host_keys(p)).unwrap();
+        let macd = max - 7;
+        assert_eq!(d.echo(&vec![0x5a; macd]).unwrap().len(), macd, "{p:?}");
+        assert!(d.echo(&vec![0x5a; macd + 1]).is_err(), "{p:?}");
+    }
+}

@@ -41,9 +41,10 @@ fn zone_ac_satisfied(ac: u8, authenticated: bool) -> bool {
 }
 
 impl Chip {
-    fn max_data(&self) -> usize {
-        // Header, R-MAC and CRC around the data.
-        self.nvm.personality.max_frame() - 1 - 4 - 2
+    /// Most response data one frame carries: the frame less its header and
+    /// CRC, and less the R-MAC only when the response carries one.
+    fn max_data(&self, rmac: bool) -> usize {
+        self.nvm.personality.max_frame() - 1 - 2 - if rmac { 4 } else { 0 }
     }
 
     fn require_unlocked(&self) -> Result<(), Status> {
@@ -58,7 +59,7 @@ impl Chip {
         let mut r = Reader::new(req.payload);
         let out = match (req.code, req.ext) {
             (CommandCode::ECHO, _) => {
-                if req.payload.len() > self.max_data() {
+                if req.payload.len() > self.max_data(req.rmac) {
                     return Err(Status::BUFFER_LENGTH_EXCEEDED);
                 }
                 return Ok(req.payload.to_vec());
@@ -71,7 +72,7 @@ impl Chip {
             (CommandCode::GENERATE_RANDOM, _) => self.generate_random(&mut r)?,
             (CommandCode::QUERY, _) => self.query(&mut r)?,
             (CommandCode::PUT_ATTRIBUTE, _) => self.put_attribute(&mut r, req.authenticated)?,
-            (CommandCode::READ, _) => self.read(&mut r, req.authenticated)?,
+            (CommandCode::READ, _) => self.read(&mut r, req.authenticated, req.rmac)?,
             (CommandCode::UPDATE, _) => self.update(&mut r, req.authenticated)?,
             (CommandCode::DECREMENT, _) => self.decrement(&mut r, req.authenticated)?,
             (CommandCode::GENERATE_KEY, _) => self.generate_key(&mut r, req.authenticated)?,
@@ -401,7 +402,12 @@ impl Chip {
         }
     }
 
-    fn read(&mut self, r: &mut Reader<'_>, authenticated: bool) -> Result<Vec<u8>, Status> {
+    fn read(
+        &mut self,
+        r: &mut Reader<'_>,
+        authenticated: bool,
+        rmac: bool,
+    ) -> Result<Vec<u8>, Status> {
         let option = r.u8()?;
         let zone = r.u8()?;
         let offset = usize::from(r.u16()?);
@@ -416,7 +422,7 @@ impl Chip {
             return Err(Status::BOUNDARY_EXCEEDED);
         }
         let counter = z.kind == ZoneKind::Counter;
-        if len + if counter { 4 } else { 0 } > self.max_data() {
+        if len + if counter { 4 } else { 0 } > self.max_data(rmac) {
             return Err(Status::BUFFER_LENGTH_EXCEEDED);
         }
         let mut out = Vec::with_capacity(len + 4);

@@ -67,6 +67,8 @@ pub(crate) struct Request<'a> {
     pub payload: &'a [u8],
     /// The command carried a valid C-MAC.
     pub authenticated: bool,
+    /// The response will carry an R-MAC (4 bytes of the frame).
+    pub rmac: bool,
 }
 
 impl From<WireError> for Status {
@@ -296,6 +298,7 @@ impl Chip {
             ext: hdr.extended,
             payload,
             authenticated,
+            rmac: authenticated && hdr.wants_rmac() && self.nvm.host.keys.is_some(),
         };
         let data = match self.dispatch(&req) {
             Ok(d) => d,
