@@ -54,7 +54,7 @@ cargo test --workspace --locked
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "== fuzz smoke (${INKAN_FUZZ_SECONDS:-15} s per target)"
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-  for target in frame_decoder command_dispatcher; do
+  for target in frame_decoder command_dispatcher coap_edhoc telemetry_cbor device_messages; do
     (cd fuzz && cargo fuzz run "$target" -O -- -max_total_time="${INKAN_FUZZ_SECONDS:-15}" 2>&1 | tail -1)
   done
 else

@@ -4,6 +4,7 @@ pub mod cbor;
 pub mod coap;
 pub mod command;
 pub mod edhoc;
+pub mod fuzz;
 pub mod oscore;
 pub mod resources;
 pub mod sign1;
