@@ -33,6 +33,8 @@ pub struct App {
     /// The budget of message_1s taken without an Echo (tokens, last
     /// refill).
     pub(crate) unverified_message_1: Mutex<Option<(f64, std::time::Instant)>>,
+    /// The service's counters (Prometheus).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// Shards of the per-session request locks.
@@ -86,6 +88,7 @@ impl App {
             audit_retention: std::time::Duration::from_secs(365 * 24 * 3600),
             exchange_shares: Mutex::new(std::collections::HashMap::new()),
             unverified_message_1: Mutex::new(None),
+            metrics: Default::default(),
             firmware_cache: Mutex::new(crate::firmware::Cache::default()),
             session_locks: (0..SESSION_LOCK_SHARDS)
                 .map(|_| tokio::sync::Mutex::new(()))

@@ -47,6 +47,19 @@ impl AuthError {
         self.to_string()
     }
 
+    /// A fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthError::Edhoc(_) => "edhoc",
+            AuthError::Registry(_) => "credential refused",
+            AuthError::UnknownExchange => "unknown exchange",
+            AuthError::Expired => "exchange expired",
+            AuthError::Busy => "busy",
+            AuthError::Credential(_) => "credential type",
+            AuthError::Store(_) => "store",
+        }
+    }
+
     /// What the device is told: a fixed reason, never database or library
     /// text (the audit log has the detail).
     pub fn public_reason(&self) -> String {
@@ -415,6 +428,7 @@ impl App {
     pub async fn message_1(&self, m1: &[u8], peer: &str) -> Result<Vec<u8>, (AuthError, Vec<u8>)> {
         let r = self.message_1_inner(m1, peer).await;
         if let Err((e, _)) = &r {
+            self.metrics.refused("message_1", e.label());
             self.refused_unauthenticated(
                 "authenticate",
                 peer,
@@ -518,6 +532,7 @@ impl App {
             // Audited with the session, in the same commit.
             Ok(_) => {}
             Err(e) => {
+                self.metrics.refused("message_3", e.label());
                 // Attributed to the tenant whose device or family the
                 // chain names, when it names one.
                 let tenant = match &presented {
@@ -565,6 +580,7 @@ impl App {
         }
         let state = ResponderAwaitingMessage3::from_bytes(&state)?;
         let p3 = state.process_message_3(m3)?;
+        let suite = p3.suite();
         let chain = match p3.id_cred_i().parse()? {
             IdCredKind::X5chain(chain) => chain,
             // A known device may name its certificate by hash (SHA-256/64).
@@ -621,6 +637,7 @@ impl App {
                 &device.serial,
             )
             .await?;
+        self.metrics.authenticated(suite);
         Ok(Authenticated {
             device,
             session_id,

@@ -9,6 +9,7 @@ pub mod devices;
 pub mod echo;
 pub mod firmware;
 pub mod lifecycle;
+pub mod metrics;
 pub mod provider;
 pub mod registry;
 pub mod resources;

@@ -61,6 +61,23 @@ pub enum ResourceError {
 }
 
 impl ResourceError {
+    /// A fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ResourceError::Oscore(_) => "oscore",
+            ResourceError::UnknownSession => "unknown session",
+            ResourceError::SessionEnded => "session ended",
+            ResourceError::SessionExpired => "session expired",
+            ResourceError::Unwrap => "session secrets",
+            ResourceError::Batch(_) | ResourceError::Malformed(_) => "malformed",
+            ResourceError::BatchSignature | ResourceError::SignatureRequired => "signature",
+            ResourceError::NotFound(_) => "not found",
+            ResourceError::Usage(_) => "usage",
+            ResourceError::Decommissioned => "decommissioned",
+            ResourceError::Store(_) => "store",
+        }
+    }
+
     /// What a peer is told: a fixed reason, never database text.
     pub fn public_reason(&self) -> String {
         match self {
@@ -116,6 +133,7 @@ pub async fn handle(app: &App, req: &Packet, peer: &str) -> Packet {
     match handle_inner(app, req).await {
         Ok(rsp) => rsp,
         Err((e, tenant, protected)) => {
+            app.metrics.refused("oscore", e.label());
             match &tenant {
                 // An authenticated request: its device's tenant sees it.
                 Some(t) => {
@@ -379,6 +397,7 @@ async fn telemetry(r: &Request<'_>) -> Result<Handled, ResourceError> {
     {
         return Ok(Handled::Retry);
     }
+    r.app.metrics.readings(rows.len() as u64);
     let mut ack = Vec::new();
     inkan_proto::cbor::int(&mut ack, i64::try_from(rows.len()).unwrap_or(0));
     Ok(Handled::Reply(ResponseType::Changed, ack, Vec::new()))

@@ -147,6 +147,7 @@ pub async fn handle(auth: &App, bytes: &[u8], peer: SocketAddr) -> Option<Vec<u8
         {
             // Many message_1s arrive: this one waits until its sender shows
             // it receives at its address; nothing is kept meanwhile.
+            auth.metrics.echo_asked();
             auth.refused_unauthenticated("authenticate", &peer_s, "message_1: Echo asked")
                 .await;
             coap::echo_challenge(&req, &auth.echo_for(peer))
@@ -280,6 +281,7 @@ pub async fn serve(socket: UdpSocket, auth: Arc<App>) -> std::io::Result<()> {
                 None
             };
             *shed.entry(key).or_default() += 1;
+            auth.metrics.shed(1);
             continue;
         };
         // Image blocks from memory are answered here, with no task: the

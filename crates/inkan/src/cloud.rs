@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Operator API (HTTP/JSON, OpenAPI at /openapi.json), loopback by default.
     #[arg(long, default_value = "127.0.0.1:8080")]
     api: SocketAddr,
+    /// Prometheus metrics (`GET /metrics`, no token: bind it to an
+    /// internal interface); off unless given.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// The cloud's authentication key (encrypted PKCS#8 PEM, P-256): the
     /// key devices pinned at personalization.
     #[arg(long)]
@@ -212,12 +216,24 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let api = std::net::TcpListener::bind(a.api)
             .with_context(|| format!("binding {}", a.api))?;
         api.set_nonblocking(true)?;
+        let metrics = match a.metrics {
+            Some(m) => {
+                let l = std::net::TcpListener::bind(m)
+                    .with_context(|| format!("binding {m}"))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+            None => None,
+        };
         eprintln!(
             "inkan serve: store {}, device endpoint coap://{}/.well-known/edhoc, operator API http://{}",
             a.db,
             sock.local_addr()?,
             api.local_addr()?
         );
+        if let Some(m) = &metrics {
+            eprintln!("inkan serve: metrics http://{}/metrics", m.local_addr()?);
+        }
         // The operator API runs on its own runtime and thread: a flood of
         // datagrams on the device endpoint cannot starve it.
         let api_app = auth.clone();
@@ -232,6 +248,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                     .and_then(|rt| {
                         rt.block_on(async {
                             let l = tokio::net::TcpListener::from_std(api)?;
+                            if let Some(m) = metrics {
+                                let m = tokio::net::TcpListener::from_std(m)?;
+                                tokio::spawn(inkan_cloud::metrics::serve(m, api_app.clone()));
+                            }
                             inkan_cloud::api::serve(l, api_app).await
                         })
                     });

@@ -71,6 +71,16 @@ impl Store {
         Ok(id)
     }
 
+    /// Sessions neither ended nor expired.
+    pub async fn active_sessions(&self) -> Result<i64, StoreError> {
+        let r =
+            sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE ended IS NULL AND expires > $1")
+                .bind(now())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(r.try_get("n")?)
+    }
+
     /// The newest session whose C_R (the OSCORE kid of its device) is
     /// `c_r` (hex).
     pub async fn session_by_c_r(&self, c_r: &str) -> Result<Option<SessionRow>, StoreError> {
