@@ -38,7 +38,10 @@ fn metrics_count_what_happened(db: Db) {
         r.into_string().unwrap()
     };
     let before = scrape();
-    assert!(before.contains("inkan_authentications_total{suite=\"2\"} 0\n"), "{before}");
+    assert!(
+        before.contains("inkan_authentications_total{suite=\"2\"} 0\n"),
+        "{before}"
+    );
     assert!(before.contains("inkan_active_sessions 0\n"), "{before}");
 
     // A device authenticates (suite 2) and stores three readings.
@@ -66,7 +69,11 @@ fn metrics_count_what_happened(db: Db) {
         .unwrap();
     let mut buf = [0u8; 512];
     let n = sock.recv(&mut buf).unwrap();
-    assert!(!inkan_proto::coap::parse_response(&buf[..n]).unwrap().success);
+    assert!(
+        !inkan_proto::coap::parse_response(&buf[..n])
+            .unwrap()
+            .success
+    );
 
     let after = scrape();
     for line in [
