@@ -5,6 +5,7 @@ pub mod coap;
 pub mod command;
 pub mod edhoc;
 pub mod fuzz;
+pub mod hkdf;
 pub mod oscore;
 pub mod resources;
 pub mod sign1;

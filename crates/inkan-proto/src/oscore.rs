@@ -382,21 +382,22 @@ impl SecurityContext {
         if p.sender_id == p.recipient_id {
             return Err(OscoreError::Kdf("Sender ID equals Recipient ID"));
         }
-        let salt = (!p.master_salt.is_empty()).then_some(p.master_salt.as_slice());
-        let hk = hkdf::Hkdf::<sha2::Sha256>::new(salt, &p.master_secret);
+        // An absent Master Salt is the empty string, which HKDF takes as
+        // the hash length of zeros (RFC 5869 §2.2).
+        let prk = crate::hkdf::extract(&p.master_salt, &p.master_secret);
         let ctx = p.id_context.as_deref();
+        let expand = |id: &[u8], kind: &str, out: &mut [u8]| {
+            let okm = crate::hkdf::expand(&*prk, &info(id, ctx, kind, out.len()), out.len())
+                .map_err(|_| OscoreError::Kdf("HKDF expand"))?;
+            out.copy_from_slice(&okm);
+            Ok::<_, OscoreError>(())
+        };
         let mut sender_key = Zeroizing::new([0u8; KEY_LEN]);
         let mut recipient_key = Zeroizing::new([0u8; KEY_LEN]);
         let mut common_iv = [0u8; NONCE_LEN];
-        hk.expand(&info(&p.sender_id, ctx, "Key", KEY_LEN), &mut *sender_key)
-            .map_err(|_| OscoreError::Kdf("HKDF expand"))?;
-        hk.expand(
-            &info(&p.recipient_id, ctx, "Key", KEY_LEN),
-            &mut *recipient_key,
-        )
-        .map_err(|_| OscoreError::Kdf("HKDF expand"))?;
-        hk.expand(&info(&[], ctx, "IV", NONCE_LEN), &mut common_iv)
-            .map_err(|_| OscoreError::Kdf("HKDF expand"))?;
+        expand(&p.sender_id, "Key", &mut *sender_key)?;
+        expand(&p.recipient_id, "Key", &mut *recipient_key)?;
+        expand(&[], "IV", &mut common_iv)?;
         Ok(SecurityContext {
             sender_id: p.sender_id.clone(),
             recipient_id: p.recipient_id.clone(),

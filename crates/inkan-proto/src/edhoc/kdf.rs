@@ -6,7 +6,6 @@
 use super::{EdhocError, HASH_LEN, IV_LEN, KEY_LEN};
 use crate::cbor;
 use ccm::aead::{Aead, KeyInit, Payload};
-use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -23,10 +22,7 @@ pub(crate) fn hash(parts: &[&[u8]]) -> [u8; HASH_LEN] {
 
 /// EDHOC_Extract(salt, IKM).
 pub(crate) fn extract(salt: &[u8], ikm: &[u8]) -> Zeroizing<[u8; HASH_LEN]> {
-    let (prk, _) = Hkdf::<Sha256>::extract(Some(salt), ikm);
-    let mut out = Zeroizing::new([0u8; HASH_LEN]);
-    out.copy_from_slice(&prk);
-    out
+    crate::hkdf::extract(salt, ikm)
 }
 
 /// EDHOC_KDF(PRK, label, context, length).
@@ -43,11 +39,10 @@ pub(crate) fn kdf(
         &mut info,
         i64::try_from(len).map_err(|_| EdhocError::Malformed("KDF length"))?,
     );
-    let hk = Hkdf::<Sha256>::from_prk(prk).map_err(|_| EdhocError::Key("PRK length".into()))?;
-    let mut out = Zeroizing::new(vec![0u8; len]);
-    hk.expand(&info, &mut out)
-        .map_err(|_| EdhocError::Malformed("KDF output too long"))?;
-    Ok(out)
+    crate::hkdf::expand(prk, &info, len).map_err(|e| match e {
+        crate::hkdf::ExpandError::Prk => EdhocError::Key("PRK length".into()),
+        crate::hkdf::ExpandError::Length => EdhocError::Malformed("KDF output too long"),
+    })
 }
 
 fn enc_structure(th: &[u8]) -> Vec<u8> {
