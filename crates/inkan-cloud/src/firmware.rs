@@ -302,16 +302,7 @@ fn answer(
     options: Vec<(CoapOption, Vec<u8>)>,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut r = Packet::new();
-    r.header
-        .set_type(if p.header.get_type() == MessageType::Confirmable {
-            MessageType::Acknowledgement
-        } else {
-            MessageType::NonConfirmable
-        });
-    r.header.code = MessageClass::Response(code);
-    r.header.message_id = p.header.message_id;
-    r.set_token(p.get_token().to_vec());
+    let mut r = inkan_proto::coap::response_to(p, code);
     for (o, v) in options {
         r.add_option(o, v);
     }

@@ -9,7 +9,7 @@
 use crate::lifecycle::DeviceState;
 use crate::store::{DeviceRow, SessionRow, StoreError};
 use crate::App;
-use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use inkan_proto::oscore::{
     ContextParams, OscoreError, OscoreOption, ReplayWindow, RequestBinding, SecurityContext,
 };
@@ -87,21 +87,6 @@ impl ResourceError {
     }
 }
 
-/// A response packet mirroring the request's type, message id and token.
-fn response_to(req: &Packet, code: ResponseType) -> Packet {
-    let mut p = Packet::new();
-    p.header
-        .set_type(if req.header.get_type() == MessageType::Confirmable {
-            MessageType::Acknowledgement
-        } else {
-            MessageType::NonConfirmable
-        });
-    p.header.message_id = req.header.message_id;
-    p.header.code = MessageClass::Response(code);
-    p.set_token(req.get_token().to_vec());
-    p
-}
-
 /// The OSCORE context of a stored session, with its replay window.
 fn context_of(app: &App, s: &SessionRow) -> Result<SecurityContext, ResourceError> {
     let blob = s.oscore.as_deref().ok_or(ResourceError::Unwrap)?;
@@ -157,7 +142,7 @@ pub async fn handle(app: &App, req: &Packet, peer: &str) -> Packet {
                 ResourceError::Store(_) => ResponseType::InternalServerError,
                 _ => ResponseType::Unauthorized,
             };
-            let mut p = response_to(req, code);
+            let mut p = inkan_proto::coap::response_to(req, code);
             p.payload = e.public_reason().into_bytes();
             p
         }
@@ -312,7 +297,7 @@ fn reply(
     payload: Vec<u8>,
     options: Vec<(CoapOption, Vec<u8>)>,
 ) -> Result<Packet, ResourceError> {
-    let mut r = response_to(inner, code);
+    let mut r = inkan_proto::coap::response_to(inner, code);
     r.payload = payload;
     for (o, v) in options {
         r.add_option(o, v);

@@ -110,9 +110,7 @@ pub struct Response {
 impl Response {
     /// The Echo value to repeat, when this is the server asking for one.
     pub fn echo_challenge(&self) -> Option<&[u8]> {
-        (self.code == "4.01")
-            .then_some(self.echo.as_deref())
-            .flatten()
+        self.echo.as_deref()
     }
 }
 
@@ -133,7 +131,7 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, EdhocError> {
         token: p.get_token().to_vec(),
         success,
         code: p.header.get_code(),
-        echo: echo_of(&p).map(<[u8]>::to_vec),
+        echo: echo_asked(&p).map(<[u8]>::to_vec),
         payload: p.payload,
     })
 }
@@ -195,15 +193,7 @@ pub fn parse_request_datagram(bytes: &[u8]) -> Option<Request> {
 /// Builds the response to `req`: piggybacked ACK for a confirmable
 /// request, NON otherwise.
 pub fn response(req: &Request, code: ResponseType, payload: Vec<u8>) -> Vec<u8> {
-    let mut p = Packet::new();
-    p.header.set_type(if req.confirmable {
-        MessageType::Acknowledgement
-    } else {
-        MessageType::NonConfirmable
-    });
-    p.header.code = MessageClass::Response(code);
-    p.header.message_id = req.message_id;
-    p.set_token(req.token.clone());
+    let mut p = reply_to(req.confirmable, req.message_id, &req.token, code);
     if !payload.is_empty() {
         p.add_option(CoapOption::ContentFormat, vec![CF_EDHOC]);
     }
@@ -214,17 +204,46 @@ pub fn response(req: &Request, code: ResponseType, payload: Vec<u8>) -> Vec<u8> 
 /// 4.01 asking the client to repeat its request with `echo` (RFC 9175
 /// §2.4): no payload, so the answer is no larger than the request.
 pub fn echo_challenge(req: &Request, echo: &[u8]) -> Vec<u8> {
+    let mut p = reply_to(
+        req.confirmable,
+        req.message_id,
+        &req.token,
+        ResponseType::Unauthorized,
+    );
+    p.add_option(CoapOption::Unknown(ECHO), echo.to_vec());
+    p.to_bytes().unwrap_or_default()
+}
+
+/// The Echo value a response asks the client to repeat: a 4.01 carrying
+/// one (RFC 9175 §2.4).
+pub fn echo_asked(p: &Packet) -> Option<&[u8]> {
+    (p.header.code == MessageClass::Response(ResponseType::Unauthorized))
+        .then(|| echo_of(p))
+        .flatten()
+}
+
+/// A response mirroring a request: a piggybacked ACK for a confirmable
+/// request, NON otherwise, with its message id and token.
+pub fn response_to(req: &Packet, code: ResponseType) -> Packet {
+    reply_to(
+        req.header.get_type() == MessageType::Confirmable,
+        req.header.message_id,
+        req.get_token(),
+        code,
+    )
+}
+
+fn reply_to(confirmable: bool, message_id: u16, token: &[u8], code: ResponseType) -> Packet {
     let mut p = Packet::new();
-    p.header.set_type(if req.confirmable {
+    p.header.set_type(if confirmable {
         MessageType::Acknowledgement
     } else {
         MessageType::NonConfirmable
     });
-    p.header.code = MessageClass::Response(ResponseType::Unauthorized);
-    p.header.message_id = req.message_id;
-    p.set_token(req.token.clone());
-    p.add_option(CoapOption::Unknown(ECHO), echo.to_vec());
-    p.to_bytes().unwrap_or_default()
+    p.header.code = MessageClass::Response(code);
+    p.header.message_id = message_id;
+    p.set_token(token.to_vec());
+    p
 }
 
 /// Encodes a Block2 option value (RFC 7959 §2.2): block number, whether
