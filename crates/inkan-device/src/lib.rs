@@ -271,21 +271,38 @@ fn coap_exchange(
     echo: &mut Option<Vec<u8>>,
     rt: Retransmission,
 ) -> Result<inkan_proto::coap::Response, ConnectError> {
-    // At most once, the cloud asks the device to show it receives at its
-    // address (RFC 9175 Echo): the request is sent again, with a new
-    // message id, repeating the value.
-    for _ in 0..2 {
-        let rsp = coap_exchange_once(udp, *next_mid, payload.clone(), echo.as_deref(), rt)?;
-        *next_mid = next_mid.wrapping_add(1);
-        match rsp.echo_challenge() {
-            Some(e) if echo.as_deref() != Some(e) => *echo = Some(e.to_vec()),
-            _ => return Ok(rsp),
+    echo_retry(
+        echo,
+        |e| {
+            let mid = *next_mid;
+            *next_mid = mid.wrapping_add(1);
+            coap_exchange_once(udp, mid, payload.clone(), e, rt)
+        },
+        |rsp| rsp.echo_challenge(),
+    )
+}
+
+/// Sends a request (`send` with the Echo value to repeat, if any) and,
+/// when the cloud answers with a new Echo value to repeat (RFC 9175: it
+/// wants the address shown to receive), keeps that value in `echo` and
+/// sends once more with it. Whatever comes back then is the answer (a
+/// second request for an Echo stays a 4.01 refusal).
+fn echo_retry<R, E>(
+    echo: &mut Option<Vec<u8>>,
+    mut send: impl FnMut(Option<&[u8]>) -> Result<R, E>,
+    asked: impl Fn(&R) -> Option<&[u8]>,
+) -> Result<R, E> {
+    let rsp = send(echo.as_deref())?;
+    let new = asked(&rsp)
+        .filter(|e| echo.as_deref() != Some(*e))
+        .map(<[u8]>::to_vec);
+    match new {
+        Some(e) => {
+            *echo = Some(e);
+            send(echo.as_deref())
         }
+        None => Ok(rsp),
     }
-    Err(ConnectError::Refused {
-        code: "4.01".into(),
-        detail: "the cloud asked for its Echo value again".into(),
-    })
 }
 
 fn coap_exchange_once(
@@ -764,37 +781,30 @@ impl Uplink {
         options: &[(coap_lite::CoapOption, Vec<u8>)],
     ) -> Result<coap_lite::Packet, UplinkError> {
         use coap_lite::{CoapOption, RequestType};
-        for _ in 0..2 {
-            let mut req = self.new_request(RequestType::Get, path, options);
-            if let Some(e) = &self.echo {
-                req.add_option(CoapOption::Unknown(inkan_proto::coap::ECHO), e.clone());
-            }
-            let bytes = req
-                .to_bytes()
-                .map_err(|e| UplinkError::Coap(format!("{e:?}")))?;
-            let rsp = self.exchange(&bytes, &req)?;
-            let code = u8::from(rsp.header.code);
-            if code >> 5 == 2 {
-                return Ok(rsp);
-            }
-            match inkan_proto::coap::echo_of(&rsp) {
-                Some(e)
-                    if rsp.header.code.to_string() == "4.01" && self.echo.as_deref() != Some(e) =>
-                {
-                    self.echo = Some(e.to_vec());
+        let mut echo = self.echo.take();
+        let got = echo_retry(
+            &mut echo,
+            |e| {
+                let mut req = self.new_request(RequestType::Get, path, options);
+                if let Some(e) = e {
+                    req.add_option(CoapOption::Unknown(inkan_proto::coap::ECHO), e.to_vec());
                 }
-                _ => {
-                    return Err(UplinkError::Refused {
-                        code: rsp.header.code.to_string(),
-                        detail: String::from_utf8_lossy(&rsp.payload).into_owned(),
-                    })
-                }
-            }
+                let bytes = req
+                    .to_bytes()
+                    .map_err(|e| UplinkError::Coap(format!("{e:?}")))?;
+                self.exchange(&bytes, &req)
+            },
+            inkan_proto::coap::echo_asked,
+        );
+        self.echo = echo;
+        let rsp = got?;
+        if u8::from(rsp.header.code) >> 5 != 2 {
+            return Err(UplinkError::Refused {
+                code: rsp.header.code.to_string(),
+                detail: String::from_utf8_lossy(&rsp.payload).into_owned(),
+            });
         }
-        Err(UplinkError::Refused {
-            code: "4.01".into(),
-            detail: "the cloud asked for its Echo value again".into(),
-        })
+        Ok(rsp)
     }
 
     /// A confirmable request with a fresh message id and token.
