@@ -45,19 +45,12 @@ pub enum Refused {
     /// The chip cannot sign for the key its certificate names: a clone.
     #[error("clone: the chip cannot sign for the certificate it carries")]
     Clone,
-    /// Fewer units are left than asked for; nothing was used.
-    #[error("exhausted: {remaining} unit(s) left, {asked} asked")]
-    Exhausted {
-        /// Units left.
-        remaining: u32,
-        /// Units asked for.
-        asked: u32,
-    },
-    /// The chip is not a metered accessory.
-    #[error("not metered: the chip has no usage limit")]
-    Unmetered,
-    /// The chip refused (for a decrement: the host keys are not the
-    /// family's) or the bus failed.
+    /// Units could not be used: exhausted (nothing used), not metered, or
+    /// the chip refused the MAC'd read or decrement (the host keys are not
+    /// the family's, or an answer did not verify).
+    #[error(transparent)]
+    Use(#[from] crate::usage::UseRefused),
+    /// The chip refused or the bus failed.
     #[error("secure element: {0}")]
     Chip(#[from] inkan_se::DriverError),
     /// A zone does not hold what personalization put there.
@@ -166,15 +159,9 @@ pub fn use_units<T: Transport + 'static>(
     // answers are authenticated too, so an old counter read replayed on
     // the bus does not verify. The session ends with the operation.
     d.open_session(inkan_se::HostKeys::from_pairing(pairing, &serial, aes256))?;
-    let r = crate::usage::consume(&mut d, count).map_err(|e| match e {
-        crate::usage::UseRefused::Exhausted { remaining, asked } => {
-            Refused::Exhausted { remaining, asked }
-        }
-        crate::usage::UseRefused::Unmetered => Refused::Unmetered,
-        crate::usage::UseRefused::Chip(c) => Refused::Chip(c),
-    });
+    let r = crate::usage::consume(&mut d, count);
     d.close_session();
-    r
+    Ok(r?)
 }
 
 fn poisoned() -> Refused {

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use inkan_device::accessory::{use_units, verify, Refused, Trust, USAGE_ZONE};
+use inkan_device::usage::UseRefused;
 use inkan_device::SharedDriver;
 use inkan_factory::personalize::BatchConfig;
 use inkan_factory::{Factory, InitOptions, KeyStore, Personalizer, Secrets};
@@ -98,17 +99,17 @@ fn a_host_tells_genuine_from_clone_unknown_revoked_and_exhausted() {
     assert_eq!(use_units(&a, &pairing, 2).unwrap(), 3);
     assert!(matches!(
         use_units(&a, &pairing, 4),
-        Err(Refused::Exhausted {
+        Err(Refused::Use(UseRefused::Exhausted {
             remaining: 3,
             asked: 4
-        })
+        }))
     ));
     assert_eq!(counter(&a), 3);
     assert_eq!(use_units(&a, &pairing, 3).unwrap(), 0);
     assert_eq!(verify(&a, &trust).unwrap().remaining, Some(0));
     assert!(matches!(
         use_units(&a, &pairing, 1),
-        Err(Refused::Exhausted { remaining: 0, .. })
+        Err(Refused::Use(UseRefused::Exhausted { remaining: 0, .. }))
     ));
 
     // The counter outside the host keys: a decrement without a session,
@@ -119,7 +120,10 @@ fn a_host_tells_genuine_from_clone_unknown_revoked_and_exhausted() {
     assert!(b.lock().unwrap().decrement(USAGE_ZONE, 1, 0, &[]).is_err());
     assert_eq!(counter(&b), 5);
     let wrong = [0x5au8; 32];
-    assert!(matches!(use_units(&b, &wrong, 1), Err(Refused::Chip(_))));
+    assert!(matches!(
+        use_units(&b, &wrong, 1),
+        Err(Refused::Use(UseRefused::Chip(_)))
+    ));
     assert_eq!(counter(&b), 5);
     let _ = b.lock().unwrap().update_zone(USAGE_ZONE, 0, &[0xff; 8]);
     assert_eq!(counter(&b), 5);
@@ -167,7 +171,7 @@ fn an_accessory_without_a_limit_is_not_metered_and_settings_precede_chips() {
     let d = plug(&paths[0]);
     assert!(matches!(
         use_units(&d, &pairing, 1),
-        Err(Refused::Unmetered)
+        Err(Refused::Use(UseRefused::Unmetered))
     ));
     // Settings apply before any chip: a family with chips is refused.
     assert!(f
@@ -252,7 +256,7 @@ fn an_old_counter_read_replayed_on_the_bus_does_not_verify() {
     // Replayed to claim 5 units again: its R-MAC was made for an older
     // counter of the session, so the host refuses it and uses nothing.
     match use_units(&d, &pairing, 1) {
-        Err(Refused::Chip(e)) => assert!(e.to_string().contains("R-MAC"), "{e}"),
+        Err(Refused::Use(UseRefused::Chip(e))) => assert!(e.to_string().contains("R-MAC"), "{e}"),
         other => panic!("a replayed counter read was taken: {other:?}"),
     }
     tap.lock().unwrap().replaying.clear();

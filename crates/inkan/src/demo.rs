@@ -1051,7 +1051,7 @@ fn printer_chapter(
                     "    page {pages} printed; cartridge {left} left, printer counter {counter}"
                 );
             }
-            Err(e @ Refused::Exhausted { .. }) => {
+            Err(e @ Refused::Use(inkan_device::usage::UseRefused::Exhausted { .. })) => {
                 println!("    page {}: refused ({e})", pages + 1);
                 break;
             }
