@@ -481,14 +481,9 @@ impl App {
                 (AuthError::Edhoc(e), msg)
             })?;
             let signer: &mut dyn SignatureKey = &mut **signer;
-            r1.prepare_message_2(
-                c_r.clone(),
-                &id.id_cred,
-                &id.cred,
-                &[],
-                PROVIDER.ephemeral(suite),
-                signer,
-            )
+            PROVIDER.ephemeral(suite).and_then(|eph| {
+                r1.prepare_message_2(c_r.clone(), &id.id_cred, &id.cred, &[], eph, signer)
+            })
         };
         let (state, m2) = made.map_err(|e| {
             let msg = Responder::error_for(&e, &supported);

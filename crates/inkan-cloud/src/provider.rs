@@ -98,11 +98,10 @@ impl Provider for AwsLc {
         "aws-lc-rs"
     }
 
-    fn ephemeral(&self, suite: Suite) -> Box<dyn EphemeralKey> {
-        // Generation fails only if the system's randomness does, which
-        // nothing here survives.
-        let key = PrivateKey::generate(algorithm(suite)).unwrap_or_else(|_| std::process::abort());
-        Box::new(Ephemeral { suite, key })
+    fn ephemeral(&self, suite: Suite) -> Result<Box<dyn EphemeralKey>, EdhocError> {
+        let key = PrivateKey::generate(algorithm(suite))
+            .map_err(|_| EdhocError::Key("ephemeral key generation failed".into()))?;
+        Ok(Box::new(Ephemeral { suite, key }))
     }
 
     fn ephemeral_from_bytes(

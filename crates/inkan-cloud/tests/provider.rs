@@ -25,8 +25,8 @@ fn the_providers_agree_and_refuse_alike() {
     for suite in [Suite::P256Es256, Suite::X25519EdDsa] {
         for (x, y) in [(a, b), (b, a)] {
             // Key agreement across providers.
-            let kx = x.ephemeral(suite);
-            let ky = y.ephemeral(suite);
+            let kx = x.ephemeral(suite).unwrap();
+            let ky = y.ephemeral(suite).unwrap();
             let (px, py) = (kx.public(), ky.public());
             assert_eq!(px.len(), 32, "{suite:?}: keys are sent as 32 bytes");
             let sx = kx.agree(&py).unwrap();
@@ -59,14 +59,24 @@ fn the_providers_agree_and_refuse_alike() {
             .find(|x| inkan_proto::edhoc::crypto::p256_point_from_x(x).is_none())
             .unwrap();
         assert!(
-            p.ephemeral(Suite::P256Es256).agree(&not_on_curve).is_err(),
+            p.ephemeral(Suite::P256Es256)
+                .unwrap()
+                .agree(&not_on_curve)
+                .is_err(),
             "{}",
             p.name()
         );
-        assert!(p.ephemeral(Suite::P256Es256).agree(&[1u8; 31]).is_err());
+        assert!(p
+            .ephemeral(Suite::P256Es256)
+            .unwrap()
+            .agree(&[1u8; 31])
+            .is_err());
         // X25519 low-order point (all zero): a non-contributory result.
         assert!(
-            p.ephemeral(Suite::X25519EdDsa).agree(&[0u8; 32]).is_err(),
+            p.ephemeral(Suite::X25519EdDsa)
+                .unwrap()
+                .agree(&[0u8; 32])
+                .is_err(),
             "{}",
             p.name()
         );

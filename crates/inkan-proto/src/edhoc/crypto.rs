@@ -29,8 +29,9 @@ pub trait SignatureKey {
 pub trait Provider: Send + Sync {
     /// The provider's name (for benchmarks and logs).
     fn name(&self) -> &'static str;
-    /// A fresh ephemeral key for the suite.
-    fn ephemeral(&self, suite: Suite) -> Box<dyn EphemeralKey>;
+    /// A fresh ephemeral key for the suite (an error only when the
+    /// system's randomness fails).
+    fn ephemeral(&self, suite: Suite) -> Result<Box<dyn EphemeralKey>, EdhocError>;
     /// An ephemeral key from its private bytes (conformance traces).
     fn ephemeral_from_bytes(
         &self,
@@ -57,8 +58,8 @@ impl Provider for RustCrypto {
         "RustCrypto"
     }
 
-    fn ephemeral(&self, suite: Suite) -> Box<dyn EphemeralKey> {
-        Box::new(SoftwareEphemeral::generate(suite))
+    fn ephemeral(&self, suite: Suite) -> Result<Box<dyn EphemeralKey>, EdhocError> {
+        Ok(Box::new(SoftwareEphemeral::generate(suite)))
     }
 
     fn ephemeral_from_bytes(
