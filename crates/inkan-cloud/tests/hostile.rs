@@ -467,22 +467,20 @@ fn one_source_cannot_fill_the_pending_exchanges_of_all(db: Db) {
 /// device repeats the value by itself and authenticates.
 fn under_load_message_1_waits_for_an_echo_and_keeps_nothing(db: Db) {
     let w = world(&["thermo"], 1);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = rt.block_on(common::db_url(db, dir.path()));
-    let app = Arc::new(App::new(
-        Registry::new(rt.block_on(Store::open(&url)).unwrap()),
-        identity(&w.cloud_key),
+    let Scene {
+        rt,
+        app,
+        addr,
+        _dir,
+        ..
+    } = scene(
+        &w,
+        db,
         Limits {
             echo_rate: 0,
             ..Limits::default()
         },
-    ));
-    let tenant = rt
-        .block_on(app.registry.store.ensure_tenant("acme"))
-        .unwrap();
-    rt.block_on(register_family(&w, &app.registry, &tenant, "thermo"));
-    let addr = start_server(&rt, app.clone());
+    );
     let suite = inkan_proto::edhoc::Suite::P256Es256;
     let (_, m1) = inkan_proto::edhoc::Initiator::start(
         suite,

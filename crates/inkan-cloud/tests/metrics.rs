@@ -13,19 +13,13 @@ on_both_stores!(metrics_count_what_happened);
 
 fn metrics_count_what_happened(db: Db) {
     let w = world(&["thermo"], 1);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let app = rt.block_on(cloud(
-        db,
-        dir.path(),
-        &w.cloud_key,
-        inkan_cloud::Limits::default(),
-    ));
-    let tenant = rt
-        .block_on(app.registry.store.ensure_tenant("acme"))
-        .unwrap();
-    rt.block_on(register_family(&w, &app.registry, &tenant, "thermo"));
-    let addr = start_server(&rt, app.clone());
+    let Scene {
+        rt,
+        app,
+        addr,
+        _dir,
+        ..
+    } = scene(&w, db, inkan_cloud::Limits::default());
     let url = rt.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/metrics", l.local_addr().unwrap());

@@ -40,19 +40,15 @@ fn usage_is_reported_signed_never_rises_and_alerts(db: Db) {
             usage_limit: Some(10),
         },
     );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let app = rt.block_on(cloud(
-        db,
-        dir.path(),
-        &w.cloud_key,
-        inkan_cloud::Limits::default(),
-    ));
-    let tenant = rt
-        .block_on(app.registry.store.ensure_tenant("acme"))
-        .unwrap();
-    let family = rt.block_on(register_family(&w, &app.registry, &tenant, "pump"));
-    let addr = start_server(&rt, app.clone());
+    let Scene {
+        rt,
+        app,
+        tenant,
+        families,
+        addr,
+        _dir,
+    } = scene(&w, db, inkan_cloud::Limits::default());
+    let family = families[0].clone();
     let api = rt.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());

@@ -112,6 +112,44 @@ pub async fn cloud(db: Db, dir: &Path, key: &SoftwareKey, limits: Limits) -> Arc
     cloud_at(&url, key, limits).await
 }
 
+/// A running cloud over a fresh store: tenant "acme" with every family of
+/// the world registered (ids in the factory's order), the device endpoint
+/// on a free loopback port. Bind `_dir` when destructuring: it holds the
+/// store.
+pub struct Scene {
+    pub rt: tokio::runtime::Runtime,
+    pub _dir: tempfile::TempDir,
+    pub app: Arc<App>,
+    pub tenant: String,
+    pub families: Vec<String>,
+    pub addr: SocketAddr,
+}
+
+pub fn scene(w: &World, db: Db, limits: Limits) -> Scene {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = rt.block_on(cloud(db, dir.path(), &w.cloud_key, limits));
+    let tenant = rt
+        .block_on(app.registry.store.ensure_tenant("acme"))
+        .unwrap();
+    let families = w
+        .factory
+        .families()
+        .unwrap()
+        .iter()
+        .map(|f| rt.block_on(register_family(w, &app.registry, &tenant, f)))
+        .collect();
+    let addr = start_server(&rt, app.clone());
+    Scene {
+        rt,
+        _dir: dir,
+        app,
+        tenant,
+        families,
+        addr,
+    }
+}
+
 pub fn start_server(rt: &tokio::runtime::Runtime, auth: Arc<App>) -> SocketAddr {
     rt.block_on(async {
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
